@@ -1,0 +1,1 @@
+"""Training pipeline for the three book models: data -> models -> train -> evaluate -> export."""
