@@ -1,0 +1,159 @@
+"""Command line: ``python -m training {train,evaluate,fetch,gpu-check}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from serving.spec import MODEL_NAMES
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quiet_tf() -> None:
+    # Before TensorFlow is imported: keep its C++ INFO chatter out of the logs.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{train,evaluate,fetch,gpu-check}")
+
+    tr = sub.add_parser("train", help="train, evaluate and export one model or all three",
+                        description="Train on the real data, evaluate on train/val/test and export a verified bundle.")
+    tr.add_argument("model", choices=[*MODEL_NAMES, "all"])
+    tr.add_argument("--epochs", type=int, help="override the recipe's maximum epochs")
+    tr.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    tr.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
+    tr.add_argument("--steps-per-execution", type=int, help="override steps_per_execution")
+    tr.add_argument("--seed", type=int, help="override the split and training seed")
+    tr.add_argument("--config", type=Path, help="recipe TOML file (only with a single model)")
+    tr.add_argument("--recipe", default="default", help="shipped recipe name: 'default' or 'book' (default: %(default)s)")
+    tr.add_argument("--data-dir", type=Path, help="directory with <dataset>/<file> (default: $DLQR_DATA_DIR, else download)")
+    tr.add_argument("--cache-dir", type=Path, help="download cache (default: $DLQR_CACHE_DIR or ~/.cache/dlqr)")
+    tr.add_argument("--out", type=Path, default=REPO_ROOT / "artifacts", help="bundles go to OUT/<model> (default: artifacts/)")
+    tr.add_argument("--runs-dir", type=Path, default=REPO_ROOT / "runs",
+                    help="TensorBoard logs, checkpoints and history (default: runs/, not in git)")
+    tr.add_argument("--max-rows", type=int, help="subsample each split to at most N rows (quick checks only)")
+    tr.add_argument("--version", help="bundle version string (default: UTC timestamp)")
+    tr.add_argument("-q", "--quiet", action="store_true", help="no per-epoch output")
+
+    ev = sub.add_parser("evaluate", help="recompute a bundle's test metrics from the data and compare")
+    ev.add_argument("model", choices=[*MODEL_NAMES, "all"])
+    ev.add_argument("--artifacts", type=Path, default=REPO_ROOT / "artifacts")
+    ev.add_argument("--data-dir", type=Path)
+    ev.add_argument("--cache-dir", type=Path)
+
+    fe = sub.add_parser("fetch", help="download (or locate) and verify the datasets")
+    fe.add_argument("model", choices=[*MODEL_NAMES, "all"], nargs="?", default="all")
+    fe.add_argument("--data-dir", type=Path)
+    fe.add_argument("--cache-dir", type=Path)
+
+    gc = sub.add_parser("gpu-check", help="train each model for a few epochs and print per-epoch times and the device")
+    gc.add_argument("--epochs", type=int, default=3)
+    gc.add_argument("--data-dir", type=Path)
+    gc.add_argument("--cache-dir", type=Path)
+    return ap
+
+
+def _models(arg: str) -> list[str]:
+    return list(MODEL_NAMES) if arg == "all" else [arg]
+
+
+def _fmt(name: str, m: dict) -> str:
+    t = m["test"]
+    if name == "wine":
+        return f"test MAE {t['mae']:.3f} %vol ({t['mae_scaled']:.3f} scaled), RMSE {t['rmse']:.3f}"
+    if name == "seizure":
+        return f"test AUC {t['roc_auc']:.4f}, acc {t['accuracy']:.4f}, F1 {t['f1']:.4f} @ t={t['threshold']:.3f}"
+    return f"test accuracy {t['accuracy']:.4f}"
+
+
+def cmd_train(args) -> int:
+    _quiet_tf()
+    from training import config as C
+    from training import pipeline as P
+    from training import train as T
+
+    models = _models(args.model)
+    if args.config is not None and len(models) > 1:
+        raise C.ConfigError("--config applies to a single model, not 'all'")
+    cfgs = {}
+    for name in models:  # validate every recipe before spending minutes on training
+        cfg = C.load_config(name, args.config, args.recipe)
+        cfgs[name] = C.apply_overrides(cfg, epochs=args.epochs, batch_size=args.batch_size,
+                                       learning_rate=args.learning_rate, steps_per_execution=args.steps_per_execution,
+                                       seed=args.seed)
+    if args.max_rows is not None and args.max_rows < 10:
+        raise C.ConfigError("--max-rows must be at least 10")
+    rows = []
+    for name in models:
+        t0 = time.perf_counter()
+        print(f"== {name}: loading data", flush=True)
+        ds = T.load_dataset(name, args.data_dir, args.cache_dir)
+        summary = P.run_model(name, cfgs[name], ds, args.out, args.runs_dir, max_rows=args.max_rows,
+                              version=args.version, verbose=0 if args.quiet else None)
+        summary["total_seconds"] = time.perf_counter() - t0
+        rows.append(summary)
+        bars = summary["metrics"]["quality_bars"]
+        status = "PASS" if all(b["passed"] for b in bars.values()) else "BELOW BAR"
+        print(f"== {name}: {_fmt(name, summary['metrics'])} [{status}] -> {summary['bundle']}", flush=True)
+    print("\nmodel    epochs  best  s/epoch  train s  total s  quality")
+    for r in rows:
+        bars = r["metrics"]["quality_bars"]
+        q = ", ".join(f"{k} {v['value']:.4f} {v['op']} {v['bar']}" + ("" if v["passed"] else " FAIL") for k, v in bars.items())
+        print(f"{r['model']:<8} {r['epochs_run']:>6} {r['best_epoch']:>5} {r['mean_epoch_seconds']:>8.2f} "
+              f"{r['seconds']:>8.1f} {r['total_seconds']:>8.1f}  {q}")
+    print(f"total: {sum(r['total_seconds'] for r in rows):.1f} s")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    _quiet_tf()
+    from training import evaluate_bundle
+
+    ok = True
+    for name in _models(args.model):
+        res = evaluate_bundle.recompute(name, args.artifacts / name, args.data_dir, args.cache_dir)
+        print(json.dumps(res, indent=2))
+        ok &= res["matches_bundle"]
+    return 0 if ok else 1
+
+
+def cmd_fetch(args) -> int:
+    from training import data as D
+
+    wanted = {"wine": "wine", "seizure": "seizure", "digit": "mnist"}
+    datasets = {wanted[m] for m in _models(args.model)}
+    for spec in D.FILES.values():
+        if spec.dataset in datasets:
+            path, payload = D.fetch(spec.name, args.data_dir, args.cache_dir)
+            print(f"ok  {spec.dataset}/{spec.name}  {len(payload):,} bytes  sha256 {spec.payload_sha256[:16]}...  {path}")
+    return 0
+
+
+def cmd_gpu_check(args) -> int:
+    _quiet_tf()
+    from training import gpu_check
+
+    return gpu_check.main(args.epochs, args.data_dir, args.cache_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from training.config import ConfigError
+    from training.data import DataError
+
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "fetch": cmd_fetch, "gpu-check": cmd_gpu_check}
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no bundle was written for the model in progress", file=sys.stderr)
+        return 130

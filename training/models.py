@@ -1,0 +1,59 @@
+"""Model builders: the book's MLPs, parameterised by the recipe's [model] section.
+
+Keras 3 APIs only, so the same code runs on the TensorFlow and JAX backends.
+Only Dense and Dropout layers are used: serving's NumPy fast path relies on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serving.spec import INPUT_DIMS, OUTPUT_DIMS, TASKS
+
+OUTPUT_ACTIVATION = {"regression": "linear", "binary": "sigmoid", "multiclass": "softmax"}
+
+
+def build_model(name: str, model_cfg: dict[str, Any], seed: int | None = None):
+    """Build (not compile) the MLP for ``name`` from a recipe's [model] section."""
+    import keras
+
+    regularizer = keras.regularizers.L2(model_cfg["l2"]) if model_cfg.get("l2") else None
+    layers: list[Any] = [keras.Input(shape=(INPUT_DIMS[name],), name="features")]
+    for i, units in enumerate(model_cfg["hidden"]):
+        layers.append(
+            keras.layers.Dense(
+                int(units),
+                activation=model_cfg["activation"],
+                kernel_regularizer=regularizer,
+                kernel_initializer=keras.initializers.GlorotUniform(seed=None if seed is None else seed + i),
+                name=f"hidden_{i}",
+            )
+        )
+        if model_cfg.get("dropout"):
+            layers.append(keras.layers.Dropout(float(model_cfg["dropout"]), seed=seed, name=f"dropout_{i}"))
+    layers.append(
+        keras.layers.Dense(OUTPUT_DIMS[name], activation=OUTPUT_ACTIVATION[TASKS[name]], name="output")
+    )
+    return keras.Sequential(layers, name=name)
+
+
+def compile_model(model, name: str, train_cfg: dict[str, Any]) -> None:
+    """Compile with the recipe's loss/optimizer and the task's metrics."""
+    import keras
+
+    optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    try:
+        opt_cls = optimizers[train_cfg["optimizer"]]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {train_cfg['optimizer']!r}; choose from {sorted(optimizers)}") from None
+    metrics = {
+        "regression": [keras.metrics.MeanAbsoluteError(name="mae")],
+        "binary": [keras.metrics.BinaryAccuracy(name="accuracy")],
+        "multiclass": [keras.metrics.CategoricalAccuracy(name="accuracy")],
+    }[TASKS[name]]
+    model.compile(
+        optimizer=opt_cls(learning_rate=float(train_cfg["learning_rate"])),
+        loss=train_cfg["loss"],
+        metrics=metrics,
+        steps_per_execution=int(train_cfg.get("steps_per_execution", 1)),
+    )

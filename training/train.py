@@ -1,0 +1,318 @@
+"""Training: prepare splits and scalers, fit with the recipe's callbacks.
+
+``prepare(name, cfg, dataset)`` turns a parsed dataset into model-ready
+arrays (scalers fitted on the train split only, through the same
+``serving.processing`` functions serving uses); ``fit`` trains it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving import processing
+from serving.spec import DIGIT, SEIZURE, TASKS, WINE
+from training import data as D
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Prepared:
+    """Everything training, evaluation and export need for one model."""
+
+    name: str
+    raw: dict[str, np.ndarray]  # inputs in API units, per split
+    x: dict[str, np.ndarray]  # float32 network inputs, per split
+    y: dict[str, np.ndarray]  # training targets (scaled / one-hot), per split
+    y_true: dict[str, np.ndarray]  # targets in natural units, per split
+    ids: dict[str, list]  # row ids / indices, per split
+    preprocessing: dict[str, Any]
+    data_info: dict[str, Any]
+    split_info: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _subsample(idx: dict[str, np.ndarray], max_rows: int | None, seed: int) -> dict[str, np.ndarray]:
+    """Keep at most ``max_rows`` rows per split (for quick tests), seeded."""
+    if not max_rows:
+        return idx
+    rng = np.random.default_rng(seed)
+    return {k: np.sort(rng.choice(v, size=min(max_rows, len(v)), replace=False)) for k, v in idx.items()}
+
+
+def _ranges(raw_train: np.ndarray) -> dict[str, list[float]]:
+    return {"min": raw_train.min(axis=0).tolist(), "max": raw_train.max(axis=0).tolist()}
+
+
+def prepare_wine(cfg: dict, ds: D.WineData, max_rows: int | None = None) -> Prepared:
+    sp = cfg["split"]
+    idx = _subsample(D.random_split(len(ds.y), tuple(sp["fractions"]), sp["seed"]), max_rows, sp["seed"])
+    x_scaler = D.StandardScaler.fit(ds.x[idx["train"]])
+    y_scaler = D.StandardScaler.fit(ds.y[idx["train"]][:, None])
+    prep = {
+        "model": "wine",
+        "task": TASKS["wine"],
+        "features": list(WINE.features),
+        "input_dim": len(WINE.features),
+        "input_scaler": x_scaler.to_json(),
+        "target": WINE.target[0],
+        "units": WINE.units,
+        "target_scaler": {"type": "standard", "mean": float(y_scaler.mean[0]), "scale": float(y_scaler.scale[0])},
+        "feature_ranges": _ranges(ds.x[idx["train"]]),
+        "csv_columns": list(WINE.csv_columns),
+    }
+    raw = {k: ds.x[v] for k, v in idx.items()}
+    return Prepared(
+        name="wine",
+        raw=raw,
+        x={k: processing.model_input("wine", raw[k], prep) for k in SPLITS},
+        y={k: processing.standardize(ds.y[v], y_scaler.mean[0], y_scaler.scale[0]) for k, v in idx.items()},
+        y_true={k: ds.y[v] for k, v in idx.items()},
+        ids={k: v.tolist() for k, v in idx.items()},
+        preprocessing=prep,
+        data_info={"dataset": "UCI Wine Quality (white)", "payload_sha256": ds.sha256, "rows": int(len(ds.y))},
+        split_info={"strategy": "random_rows", "seed": sp["seed"], "fractions": sp["fractions"],
+                    "sizes": {k: int(len(v)) for k, v in idx.items()},
+                    "id_kind": "0-based data row index in winequality-white.csv (header excluded)"},
+    )
+
+
+def seizure_split(cfg: dict, ds: D.SeizureData, strategy: str | None = None) -> dict[str, np.ndarray]:
+    sp = cfg["split"]
+    strategy = strategy or sp.get("strategy", "grouped")
+    if strategy == "grouped":
+        return D.grouped_split(ds.groups, ds.y, tuple(sp["fractions"]), sp["seed"])
+    if strategy == "rows":
+        return D.random_split(len(ds.y), tuple(sp["fractions"]), sp["seed"])
+    raise ValueError(f"unknown seizure split strategy {strategy!r}; use 'grouped' or 'rows'")
+
+
+def prepare_seizure(cfg: dict, ds: D.SeizureData, max_rows: int | None = None, strategy: str | None = None) -> Prepared:
+    sp = cfg["split"]
+    strategy = strategy or sp.get("strategy", "grouped")
+    idx = _subsample(seizure_split(cfg, ds, strategy), max_rows, sp["seed"])
+    scaler = D.StandardScaler.fit(ds.x[idx["train"]])
+    prep = {
+        "model": "seizure",
+        "task": TASKS["seizure"],
+        "features": list(SEIZURE.features),
+        "input_dim": SEIZURE.n_samples,
+        "input_scaler": scaler.to_json(),
+        "class_labels": list(SEIZURE.class_labels),
+        "feature_ranges": _ranges(ds.x[idx["train"]]),
+    }
+    raw = {k: ds.x[v] for k, v in idx.items()}
+    groups = {k: set(ds.groups[v].tolist()) for k, v in idx.items()}
+    return Prepared(
+        name="seizure",
+        raw=raw,
+        x={k: processing.model_input("seizure", raw[k], prep) for k in SPLITS},
+        y={k: ds.y[v].astype(np.float32) for k, v in idx.items()},
+        y_true={k: ds.y[v] for k, v in idx.items()},
+        ids={k: ds.ids[v].tolist() for k, v in idx.items()},
+        preprocessing=prep,
+        data_info={"dataset": "UCI Epileptic Seizure Recognition", "payload_sha256": ds.sha256, "rows": int(len(ds.y)),
+                   "positive": "y == 1 (seizure); y in 2..5 negative"},
+        split_info={"strategy": strategy, "seed": sp["seed"], "fractions": sp["fractions"],
+                    "sizes": {k: int(len(v)) for k, v in idx.items()},
+                    "recordings": {k: len(g) for k, g in groups.items()},
+                    "positives": {k: int(ds.y[v].sum()) for k, v in idx.items()},
+                    "id_kind": "UCI row id (first CSV column), X<chunk>.<recording>"},
+    )
+
+
+def prepare_digit(cfg: dict, ds: D.MnistData, max_rows: int | None = None) -> Prepared:
+    sp = cfg["split"]
+    idx = D.mnist_split(len(ds.y_train), int(sp["validation_size"]))
+    idx["test"] = np.arange(len(ds.y_test))
+    idx = _subsample(idx, max_rows, sp["seed"])
+    prep = {
+        "model": "digit",
+        "task": TASKS["digit"],
+        "features": [f"px{i}" for i in range(DIGIT.n_pixels)],
+        "input_dim": DIGIT.n_pixels,
+        "input_scaler": {"type": "divide", "divisor": float(DIGIT.pixel_max)},
+        "image_shape": [DIGIT.height, DIGIT.width],
+        "pixel_range": [0, DIGIT.pixel_max],
+        "class_labels": list(DIGIT.class_labels),
+        "feature_ranges": None,
+    }
+    flat_train = ds.x_train.reshape(len(ds.x_train), -1)
+    flat_test = ds.x_test.reshape(len(ds.x_test), -1)
+    raw = {"train": flat_train[idx["train"]], "val": flat_train[idx["val"]], "test": flat_test[idx["test"]]}
+    labels = {"train": ds.y_train[idx["train"]], "val": ds.y_train[idx["val"]], "test": ds.y_test[idx["test"]]}
+    eye = np.eye(10, dtype=np.float32)
+    return Prepared(
+        name="digit",
+        raw=raw,
+        x={k: processing.model_input("digit", raw[k], prep) for k in SPLITS},
+        y={k: eye[v] for k, v in labels.items()},
+        y_true={k: v.astype(np.int64) for k, v in labels.items()},
+        ids={k: v.tolist() for k, v in idx.items()},
+        preprocessing=prep,
+        data_info={"dataset": "MNIST (LeCun, Cortes, Burges)", "payload_sha256": ds.sha256,
+                   "rows": {"train": int(len(ds.y_train)), "test": int(len(ds.y_test))}},
+        split_info={"strategy": "mnist_standard_last_val", "seed": sp["seed"],
+                    "validation_size": int(sp["validation_size"]),
+                    "sizes": {k: int(len(v)) for k, v in idx.items()},
+                    "id_kind": "train/val: index into train-images; test: index into t10k-images"},
+    )
+
+
+def load_dataset(name: str, data_dir=None, cache_dir=None):
+    return {"wine": D.load_wine, "seizure": D.load_seizure, "digit": D.load_mnist}[name](data_dir, cache_dir)
+
+
+def prepare(name: str, cfg: dict, dataset, max_rows: int | None = None, **kw) -> Prepared:
+    fn = {"wine": prepare_wine, "seizure": prepare_seizure, "digit": prepare_digit}[name]
+    return fn(cfg, dataset, max_rows, **kw)
+
+
+# ------------------------------------------------------------------ callbacks
+
+
+def _keras_callbacks():
+    import keras
+
+    class RocAucCallback(keras.callbacks.Callback):
+        """Per-epoch ROC AUC on train and validation (the book's custom callback idea)."""
+
+        def __init__(self, x_train, y_train, x_val, y_val, max_rows: int = 20000):
+            super().__init__()
+            self.train = (x_train[:max_rows], y_train[:max_rows])
+            self.val = (x_val, y_val)
+
+        def on_epoch_end(self, epoch, logs=None):
+            from training.evaluate import roc_auc
+
+            logs = logs if logs is not None else {}
+            for prefix, (x, y) in (("", self.train), ("val_", self.val)):
+                p = self.model.predict(x, batch_size=4096, verbose=0)[:, 0]
+                logs[f"{prefix}roc_auc"] = roc_auc(y, p)
+
+    class EpochTimer(keras.callbacks.Callback):
+        """Wall time of every epoch (for the timing table and the GPU check)."""
+
+        def __init__(self):
+            super().__init__()
+            self.times: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self._t)
+
+    return RocAucCallback, EpochTimer
+
+
+def tensorboard_unavailable() -> str | None:
+    """Why the TensorBoard callback cannot run here, or None if it can."""
+    import importlib.util
+
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return f"it needs the TensorFlow backend (running on {keras.backend.backend()!r})"
+    if importlib.util.find_spec("tensorboard") is None:
+        return "the 'tensorboard' package is not installed (pip install '.[train]')"
+    return None
+
+
+def build_callbacks(p: Prepared, train_cfg: dict, run_dir: Path, verbose: int) -> tuple[list, Any]:
+    """TensorBoard (TF backend only), checkpoint, early stopping, LR schedule, CSV history."""
+    import keras
+
+    RocAucCallback, EpochTimer = _keras_callbacks()
+    timer = EpochTimer()
+    cbs: list = [timer]
+    if p.name == "seizure":
+        # First, so later callbacks (CSV, checkpoint, early stopping) see the AUC keys.
+        cbs.insert(0, RocAucCallback(p.x["train"], p.y_true["train"], p.x["val"], p.y_true["val"]))
+    monitor, mode = train_cfg["monitor"], train_cfg["monitor_mode"]
+    cbs.append(
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / "checkpoint.weights.h5"), monitor=monitor, mode=mode,
+            save_best_only=True, save_weights_only=True, verbose=0,
+        )
+    )
+    if int(train_cfg.get("early_stopping_patience", 0)) > 0:
+        cbs.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor, mode=mode, patience=int(train_cfg["early_stopping_patience"]),
+                restore_best_weights=True, verbose=min(verbose, 1),
+            )
+        )
+    if int(train_cfg.get("reduce_lr_patience", 0)) > 0:
+        cbs.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, mode=mode, patience=int(train_cfg["reduce_lr_patience"]),
+                factor=float(train_cfg.get("reduce_lr_factor", 0.5)), min_lr=1e-6, verbose=0,
+            )
+        )
+    cbs.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv")))
+    reason = tensorboard_unavailable()
+    if reason is None:
+        cbs.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), histogram_freq=0))
+    else:
+        warnings.warn(f"TensorBoard logging disabled: {reason}", stacklevel=2)
+    return cbs, timer
+
+
+def set_determinism(seed: int) -> None:
+    """Seed Python, NumPy and the backend; make TF ops deterministic where available."""
+    import keras
+
+    keras.utils.set_random_seed(int(seed))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+@dataclass
+class FitResult:
+    model: Any
+    history: dict[str, list[float]]
+    epoch_times: list[float]
+    best_epoch: int
+    seconds: float
+
+
+def fit(p: Prepared, cfg: dict, run_dir: Path, verbose: int | None = None) -> FitResult:
+    """Build, compile and train the model; return it with the best weights restored."""
+    import keras
+
+    from training.models import build_model, compile_model
+
+    tc = cfg["train"]
+    if verbose is None:
+        verbose = 1 if os.isatty(1) else 2  # progress bar on a terminal, one line per epoch in logs
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_determinism(tc["seed"])
+    model = build_model(p.name, cfg["model"], seed=int(tc["seed"]))
+    compile_model(model, p.name, tc)
+    cbs, timer = build_callbacks(p, tc, run_dir, verbose)
+    t0 = time.perf_counter()
+    hist = model.fit(
+        p.x["train"], p.y["train"],
+        validation_data=(p.x["val"], p.y["val"]),
+        epochs=int(tc["epochs"]), batch_size=int(tc["batch_size"]),
+        shuffle=True, callbacks=cbs, verbose=verbose,
+    )
+    seconds = time.perf_counter() - t0
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    mon = history.get(tc["monitor"], [])
+    best = (int(np.argmin(mon)) if tc["monitor_mode"] == "min" else int(np.argmax(mon))) if mon else len(timer.times) - 1
+    if int(tc.get("early_stopping_patience", 0)) == 0 and (run_dir / "checkpoint.weights.h5").exists():
+        # No early stopping to restore the best weights: take them from the checkpoint.
+        model.load_weights(str(run_dir / "checkpoint.weights.h5"))
+    del keras
+    return FitResult(model, history, timer.times, best, seconds)
