@@ -333,6 +333,8 @@ def grouped_split(
 
 def mnist_split(n_train: int, n_val: int) -> dict[str, np.ndarray]:
     """The book's MNIST validation split: the last ``n_val`` training images."""
+    if not 0 < n_val < n_train:
+        raise DataError(f"validation_size must be between 1 and {n_train - 1}, got {n_val}")
     return {"train": np.arange(n_train - n_val), "val": np.arange(n_train - n_val, n_train)}
 
 

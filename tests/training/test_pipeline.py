@@ -1,0 +1,124 @@
+"""End to end: train briefly, export, reload the bundle and reproduce its golden outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving import bundle as B
+from serving import processing
+from training import config as C
+from training import data as D
+from training import pipeline as P
+from training import train as T
+
+
+def _synthetic(name: str):
+    rng = np.random.default_rng(0)
+    if name == "wine":
+        x = np.abs(rng.normal(1.0, 0.3, (300, 10)))
+        x[:, 7] = 0.99 + 0.01 * rng.random(300)  # density
+        x[:, 8] = 3.0 + 0.3 * rng.random(300)  # pH
+        return D.WineData(x, 10 + 2 * x[:, 0] - x[:, 3] + 0.1 * rng.normal(size=300), {"synthetic": "0"})
+    if name == "seizure":
+        groups = np.repeat([f"V{i}" for i in range(40)], 10)
+        y = np.repeat((np.arange(40) % 4 == 0).astype(int), 10)
+        x = rng.normal(0, 50, (400, 178)) * (1 + 4 * y[:, None])
+        ids = np.array([f"X{i % 10 + 1}.{g}" for i, g in enumerate(groups)])
+        return D.SeizureData(np.round(x), y, np.where(y == 1, 1, 3), ids, groups, {"synthetic": "0"})
+    y_tr, y_te = rng.integers(0, 10, 600), rng.integers(0, 10, 100)
+
+    def imgs(y):
+        base = rng.integers(0, 40, (len(y), 28, 28))
+        for i, d in enumerate(y):
+            base[i, 2 * d : 2 * d + 4, :] = 255  # a class-dependent bar
+        return base.astype(np.uint8)
+
+    return D.MnistData(imgs(y_tr), y_tr, imgs(y_te), y_te, {"synthetic": "0"})
+
+
+def _check_bundle(dest, name):
+    import keras
+
+    b = B.load_bundle(dest, name)
+    model = keras.saving.load_model(str(b.model_path), compile=False, safe_mode=True)
+    assert b.manifest["golden"], "bundle must carry golden pairs"
+    for g in b.manifest["golden"]:
+        row = processing.instance_to_row(name, g["input"], b.preprocessing)
+        out = np.asarray(model.predict(processing.model_input(name, np.array([row]), b.preprocessing), verbose=0))
+        np.testing.assert_allclose(out[0], g["raw_output"], rtol=1e-5, atol=1e-6)
+        got = processing.postprocess(name, out, b.preprocessing)[0]
+        assert set(got) == set(g["prediction"])
+        for key, expected in g["prediction"].items():
+            if isinstance(expected, bool | int) and not isinstance(expected, float):
+                assert got[key] == expected, key  # class / decision must match exactly
+            else:
+                np.testing.assert_allclose(got[key], expected, rtol=1e-5, atol=1e-6)
+    for key in ("version", "created", "git_commit", "library_versions", "data", "split", "hyperparameters"):
+        assert key in b.manifest
+    assert set(b.metrics) >= {"train", "val", "test", "quality_bars"}
+    return b
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["wine", "seizure", "digit"])
+def test_train_export_reload_on_synthetic_data(tmp_path, name):
+    cfg = C.apply_overrides(C.load_config(name), epochs=2)
+    cfg["split"]["compare_row_split"] = False
+    cfg["split"]["validation_size"] = 100
+    summary = P.run_model(name, cfg, _synthetic(name), tmp_path / "art", tmp_path / "runs", verbose=0)
+    b = _check_bundle(tmp_path / "art" / name, name)
+    assert summary["epochs_run"] == 2
+    report = {p.name for p in (b.root / "report").iterdir()}
+    assert {"training_curves.png", "history.csv"} <= report
+    assert (tmp_path / "runs" / name / summary["version"] / "history.csv").exists()
+    if name == "seizure":
+        op = b.preprocessing["threshold"]
+        assert 0.0 <= op["value"] <= 1.0 and op["policy"] == "max_f1"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["wine", "seizure", "digit"])
+def test_train_export_reload_on_real_data_subset(tmp_path, name, real_data_dir):
+    cfg = C.apply_overrides(C.load_config(name), epochs=1)
+    ds = T.load_dataset(name, real_data_dir)
+    P.run_model(name, cfg, ds, tmp_path / "art", tmp_path / "runs", max_rows=400, verbose=0)
+    b = _check_bundle(tmp_path / "art" / name, name)
+    assert b.manifest["data"]["payload_sha256"] == D.payload_checksums({"wine": "wine", "seizure": "seizure", "digit": "mnist"}[name])
+    if name == "seizure":
+        assert "book_row_split" in b.metrics  # the comparison run on the book's row split
+        split = b.manifest["split"]
+        assert split["strategy"] == "grouped"
+
+
+def test_seizure_prepare_grouped_has_disjoint_recordings():
+    ds = _synthetic("seizure")
+    p = T.prepare_seizure(C.load_config("seizure"), ds)
+    sides = [{i.split(".", 1)[1] for i in p.ids[k]} for k in T.SPLITS]
+    assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+
+
+def test_wine_scalers_fitted_on_train_only():
+    ds = _synthetic("wine")
+    p = T.prepare_wine(C.load_config("wine"), ds)
+    tr = ds.x[p.ids["train"]]
+    np.testing.assert_allclose(p.preprocessing["input_scaler"]["mean"], tr.mean(axis=0))
+    np.testing.assert_allclose(p.preprocessing["target_scaler"]["mean"], ds.y[p.ids["train"]].mean())
+    assert "quality" not in p.preprocessing["features"] and len(p.preprocessing["features"]) == 10
+    assert p.preprocessing["features"][-1] == "sulphates"  # the book's slice dropped it
+
+
+def test_config_loading_and_errors(tmp_path):
+    assert C.load_config("digit", recipe="book")["recipe"] == "book"
+    with pytest.raises(C.ConfigError, match="unknown model"):
+        C.load_config("cat")
+    with pytest.raises(C.ConfigError, match="no recipe"):
+        C.load_config("wine", recipe="nope")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "digit"\n[model]\nhidden=[1]\n')
+    with pytest.raises(C.ConfigError, match=r"\[model\] lacks"):
+        C.load_config("digit", bad)
+    with pytest.raises(C.ConfigError, match="not 'wine'"):
+        C.load_config("wine", bad)
+    with pytest.raises(C.ConfigError, match="must be positive"):
+        C.apply_overrides(C.load_config("wine"), epochs=0)
