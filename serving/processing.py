@@ -44,6 +44,12 @@ def model_input(name: str, raw: np.ndarray, prep: Mapping[str, Any]) -> np.ndarr
     raw = np.asarray(raw, dtype=np.float64)
     scaler = prep["input_scaler"]
     if scaler["type"] == "standard":
+        log_cols = scaler.get("log1p") or []
+        if log_cols:
+            # Right-skewed concentrations are compressed with log1p before scaling
+            # (validated inputs are >= 0, so log1p is always defined).
+            raw = raw.copy()
+            raw[:, log_cols] = np.log1p(raw[:, log_cols])
         return standardize(raw, scaler["mean"], scaler["scale"])
     if scaler["type"] == "divide":
         return (raw / float(scaler["divisor"])).astype(np.float32)

@@ -50,6 +50,13 @@ def evaluate_splits(p: T.Prepared, model, op_cfg: dict | None = None) -> tuple[d
         for k in T.SPLITS:
             pred = out[k][:, 0] * ts["scale"] + ts["mean"]
             metrics[k] = E.regression_metrics(p.y_true[k], pred, ts["scale"])
+            if k == "test":
+                # The UCI table has exact duplicate rows, which a random split puts
+                # on both sides; also report test rows whose inputs never occur in train.
+                seen = {tuple(r) for r in p.raw["train"].tolist()}
+                unseen = np.array([tuple(r) not in seen for r in p.raw["test"].tolist()])
+                if unseen.any():
+                    metrics["test_unseen_inputs"] = E.regression_metrics(p.y_true[k][unseen], pred[unseen], ts["scale"])
     elif p.name == "seizure":
         op_cfg = op_cfg or {}
         op = E.choose_threshold(p.y_true["val"], out["val"][:, 0], op_cfg.get("policy", "max_f1"), op_cfg.get("min_recall", 0.95))
@@ -69,10 +76,8 @@ def _golden_rows(p: T.Prepared, k: int = 4) -> np.ndarray:
     if p.name == "wine":
         idx = list(range(min(k, len(y))))
     else:
-        idx = []
-        for cls in np.unique(y):
-            idx.extend(np.flatnonzero(y == cls)[:2].tolist() if p.name == "seizure" else np.flatnonzero(y == cls)[:1].tolist())
-        idx = sorted(idx)[: max(k, 4)]
+        per_class = 2 if p.name == "seizure" else 1  # seizure: 2 of each class; digit: one of each digit
+        idx = sorted(i for cls in np.unique(y) for i in np.flatnonzero(y == cls)[:per_class].tolist())
     return p.raw["test"][idx]
 
 
@@ -147,7 +152,7 @@ def run_model(
         "backend": X.library_versions()["keras_backend"],
         "data": p.data_info,
         "split": p.split_info,
-        "hyperparameters": {k: cfg[k] for k in ("model", "train", "split", "operating_point") if k in cfg},
+        "hyperparameters": {k: cfg[k] for k in ("features", "model", "train", "split", "operating_point") if k in cfg},
         "training": train_summary,
         "subsampled_max_rows": max_rows,
         "golden": golden,

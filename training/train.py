@@ -54,14 +54,21 @@ def _ranges(raw_train: np.ndarray) -> dict[str, list[float]]:
 def prepare_wine(cfg: dict, ds: D.WineData, max_rows: int | None = None) -> Prepared:
     sp = cfg["split"]
     idx = _subsample(D.random_split(len(ds.y), tuple(sp["fractions"]), sp["seed"]), max_rows, sp["seed"])
-    x_scaler = D.StandardScaler.fit(ds.x[idx["train"]])
+    log_names = list(cfg.get("features", {}).get("log1p", []))
+    unknown = sorted(set(log_names) - set(WINE.features))
+    if unknown:
+        raise ValueError(f"[features] log1p names unknown wine inputs: {unknown}")
+    log_cols = [WINE.features.index(n) for n in log_names]
+    x_fit = ds.x[idx["train"]].copy()
+    x_fit[:, log_cols] = np.log1p(x_fit[:, log_cols])
+    x_scaler = D.StandardScaler.fit(x_fit)
     y_scaler = D.StandardScaler.fit(ds.y[idx["train"]][:, None])
     prep = {
         "model": "wine",
         "task": TASKS["wine"],
         "features": list(WINE.features),
         "input_dim": len(WINE.features),
-        "input_scaler": x_scaler.to_json(),
+        "input_scaler": {**x_scaler.to_json(), "log1p": log_cols, "log1p_features": log_names},
         "target": WINE.target[0],
         "units": WINE.units,
         "target_scaler": {"type": "standard", "mean": float(y_scaler.mean[0]), "scale": float(y_scaler.scale[0])},
