@@ -221,3 +221,42 @@ def test_real_seizure_grouped_split_has_no_shared_recording(real_data_dir):
     sides = [set(s.groups[v]) for v in sp.values()]
     assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
     assert [len(x) for x in sides] == [400, 50, 50]
+
+
+def _register(monkeypatch, dataset, name, payload):
+    spec = D.RemoteFile(dataset, name, hashlib.sha256(payload).hexdigest(), ())
+    monkeypatch.setitem(D.FILES, name, spec)
+
+
+def test_parse_wine_csv_selects_ten_inputs_and_alcohol(tmp_path, monkeypatch):
+    header = '"fixed acidity";"volatile acidity";"citric acid";"residual sugar";"chlorides";"free sulfur dioxide";' \
+             '"total sulfur dioxide";"density";"pH";"sulphates";"alcohol";"quality"\n'
+    payload = (header + "7;0.27;0.36;20.7;0.045;45;170;1.001;3;0.45;8.8;6\n"
+               "6.3;0.3;0.34;1.6;0.049;14;132;0.994;3.3;0.49;9.5;6\n").encode()
+    (tmp_path / "wine").mkdir()
+    (tmp_path / "wine" / "winequality-white.csv").write_bytes(payload)
+    _register(monkeypatch, "wine", "winequality-white.csv", payload)
+    w = D.load_wine(tmp_path)
+    np.testing.assert_allclose(w.x[0], [7, 0.27, 0.36, 20.7, 0.045, 45, 170, 1.001, 3, 0.45])
+    np.testing.assert_allclose(w.y, [8.8, 9.5])
+
+
+def test_parse_seizure_csv_binarises_and_groups(tmp_path, monkeypatch):
+    cols = ",".join(f"X{i}" for i in range(1, 179))
+    rows = [f"X{c}.V1.{r},{','.join(str(v) for v in range(178))},{y}" for c, r, y in ((1, 5, 1), (2, 5, 1), (1, 7, 3))]
+    payload = ("," + cols + ",y\n" + "\n".join(rows) + "\n").encode()
+    (tmp_path / "seizure").mkdir()
+    (tmp_path / "seizure" / "epileptic_seizure_recognition.csv.gz").write_bytes(gzip.compress(payload))
+    _register(monkeypatch, "seizure", "epileptic_seizure_recognition.csv.gz", payload)
+    s = D.load_seizure(tmp_path)
+    assert s.x.shape == (3, 178) and s.y.tolist() == [1, 1, 0] and s.y5.tolist() == [1, 1, 3]
+    assert s.groups.tolist() == ["V1.5", "V1.5", "V1.7"]
+
+
+def test_parse_seizure_csv_with_wrong_columns_fails(tmp_path, monkeypatch):
+    payload = b",X1,X2,y\nX1.V1,1,2,1\n"
+    (tmp_path / "seizure").mkdir()
+    (tmp_path / "seizure" / "epileptic_seizure_recognition.csv.gz").write_bytes(payload)
+    _register(monkeypatch, "seizure", "epileptic_seizure_recognition.csv.gz", payload)
+    with pytest.raises(D.DataError, match="X1..X178"):
+        D.load_seizure(tmp_path)
