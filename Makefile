@@ -7,6 +7,10 @@ STAMP  := $(VENV)/.installed
 DATA_DIR ?= $(shell [ -d ../shared/data ] && echo ../shared/data)
 DATA_ARG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 PYTEST_ARGS ?=
+IMAGE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+DOCKER_BUILD_ARGS = --build-arg VERSION=$(IMAGE_VERSION) \
+	--build-arg VCS_REF=$(shell git rev-parse HEAD 2>/dev/null || echo unknown) \
+	--build-arg BUILD_DATE=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
 .DEFAULT_GOAL := help
 .PHONY: help install train serve test test-fast bench lint tensorboard docker-serve docker-train clean
@@ -38,11 +42,22 @@ bench: $(STAMP) ## start Gunicorn like `make serve` and benchmark it (prints one
 	$(PY) scripts/bench.py
 
 lint: $(STAMP) ## ruff + hadolint
-	$(VENV)/bin/ruff check training serving tests scripts
-	$(VENV)/bin/ruff format --check training serving tests scripts
+	$(VENV)/bin/ruff check training serving tests scripts deploy
+	$(VENV)/bin/ruff format --check training serving tests scripts deploy
+	$(VENV)/bin/hadolint --failure-threshold info Dockerfile.serve Dockerfile.gpu
 
 tensorboard: $(STAMP) ## open TensorBoard on every training run in runs/
 	$(VENV)/bin/tensorboard --logdir runs
+
+docker-serve: ## build the serving image dlqr-serving:VERSION (needs a Docker host)
+	docker build -f Dockerfile.serve $(DOCKER_BUILD_ARGS) -t dlqr-serving:$(IMAGE_VERSION) .
+
+docker-train: ## build the GPU image and train all three models into artifacts/ (needs Docker + NVIDIA GPU)
+	docker build -f Dockerfile.gpu $(DOCKER_BUILD_ARGS) -t dlqr-train:$(IMAGE_VERSION)-gpu .
+	mkdir -p artifacts runs "$(HOME)/.cache/dlqr"
+	docker run --rm --gpus all --user "$$(id -u):$$(id -g)" \
+		-v "$(CURDIR)/artifacts:/artifacts" -v "$(CURDIR)/runs:/runs" -v "$(HOME)/.cache/dlqr:/cache" \
+		dlqr-train:$(IMAGE_VERSION)-gpu
 
 clean: ## remove caches (keeps .venv and artifacts/)
 	rm -rf .pytest_cache .ruff_cache .hypothesis runs
