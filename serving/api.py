@@ -1,0 +1,312 @@
+"""HTTP endpoints: predictions, model metadata, health and readiness.
+
+The per-request plumbing every response shares (``X-Request-ID``, the JSON
+access-log line, request metrics) is :mod:`serving.observability`, installed
+by :func:`init_app`.
+
+The predict path is kept lean because it is the throughput bottleneck: one
+pydantic-core pass parses and validates the body, the network is the NumPy
+fast path, post-processing is specialised per model, and the response is
+serialised once with a prebuilt JSON encoder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Flask, Response, current_app, request
+from pydantic import ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from serving.errors import ProblemError, problem_response
+from serving.images import ImageError, image_to_pixels
+from serving.logs import AccessLog
+from serving.metrics import Metrics
+from serving.observability import BATCH_KEY, MODEL_KEY
+from serving.registry import ModelState, Registry
+from serving.schemas import OUTPUT_DESCRIPTIONS, PREDICTION_TYPES, ModelSchemas, field_errors, instance_rows
+from serving.settings import Settings
+from serving.spec import MODEL_NAMES, TASKS
+
+JSON_TYPES = ("application/json",)
+IMAGE_TYPES = ("image/png", "image/jpeg")
+
+
+@dataclass
+class Service:
+    """What the views need, stored in ``app.extensions['dlqr']``."""
+
+    settings: Settings
+    registry: Registry
+    metrics: Metrics
+    schemas: dict[str, ModelSchemas]
+    validation_context: dict[str, Any]
+    access_log: AccessLog
+
+
+def service() -> Service:
+    return current_app.extensions["dlqr"]
+
+
+bp = Blueprint("api", __name__)
+
+
+# ------------------------------------------------------------------- predict
+
+
+def _json_body_type(mimetype: str) -> bool:
+    return mimetype in JSON_TYPES or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
+def _validation_problem(exc: ValidationError, max_batch: int) -> ProblemError:
+    raw = exc.errors(include_url=False, include_input=False)
+    for err in raw:
+        if err["type"] == "json_invalid":
+            return ProblemError(
+                400,
+                "malformed-json",
+                f"request body is not valid JSON: {err['ctx'].get('error', err['msg'])}",
+            )
+    for err in raw:
+        if err["type"] == "too_long" and [p for p in err["loc"] if p != "batch"] == ["instances"]:
+            n = err.get("ctx", {}).get("actual_length", "more")
+            return ProblemError(
+                413,
+                "batch-too-large",
+                f"batch of {n} instances exceeds the limit of {max_batch} (DLQR_MAX_BATCH); split the request",
+            )
+    errors = field_errors(exc)
+    first = errors[0]
+    where = "/".join(str(p) for p in first["loc"]) or "body"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return ProblemError(
+        422,
+        "validation-error",
+        f"{where}: {first['msg']}{more}",
+        errors=errors,
+        extra={"error_count": exc.error_count()} if exc.error_count() > len(errors) else None,
+    )
+
+
+def _not_ready(state: ModelState) -> ProblemError:
+    if state.status in ("pending", "loading"):
+        return ProblemError(503, "not-ready", f"model {state.name} is {state.status}; retry shortly",
+                            headers={"Retry-After": "5"})  # fmt: skip
+    return ProblemError(503, "not-ready", f"model {state.name} is not ready: {state.reason}")
+
+
+def _read_body(req: Any, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes (413)."""
+    length = req.content_length
+    if length is not None:
+        if length > limit:
+            raise RequestEntityTooLarge()
+        # Content-Length known and within the limit: read exactly that many bytes straight from
+        # the server's input, skipping Werkzeug's stream wrappers (measurable per request).
+        return req.environ["wsgi.input"].read(length) if length else b""
+    # Chunked: Werkzeug stops reading at MAX_CONTENT_LENGTH (= limit + 1) without an error,
+    # so one byte over the limit means "too large".
+    body = req.get_data(cache=False)
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    return body
+
+
+#: Built once: json.dumps with non-default arguments would build an encoder per call.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+@bp.post("/predict/<name>")
+def predict(name: str) -> Response:
+    """Predict one instance or a batch; see the module docstring and /docs."""
+    svc = service()
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+    environ = req.environ
+    state = svc.registry.states.get(name)
+    if state is None:
+        raise ProblemError(
+            404, "unknown-model", f"unknown model {name!r}; available: {', '.join(svc.registry.names)}"
+        )
+    environ[MODEL_KEY] = name
+    mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+    is_image = mimetype in IMAGE_TYPES
+    if not (_json_body_type(mimetype) or (is_image and name == "digit")):
+        accepted = "application/json" + (", image/png or image/jpeg" if name == "digit" else "")
+        raise ProblemError(
+            415, "unsupported-media-type",
+            f"Content-Type {mimetype or '(none)'!r} is not accepted by /predict/{name}; send {accepted}",
+        )  # fmt: skip
+    if not state.ready:
+        raise _not_ready(state)
+    model = state.model
+    assert model is not None  # ready implies loaded
+    body = _read_body(req, svc.settings.max_body_bytes)
+    if not body:
+        raise ProblemError(400, "bad-request", "request body is empty")
+    if is_image:
+        try:
+            raw = image_to_pixels(body, svc.settings.max_image_pixels).reshape(1, -1).astype(np.float64)
+        except ImageError as exc:
+            raise ProblemError(
+                422,
+                "validation-error",
+                f"body: {exc}",
+                errors=[{"loc": ["body"], "msg": str(exc), "type": "image_invalid"}],
+            ) from None
+    else:
+        schemas = svc.schemas[name]
+        try:
+            instances = schemas.parse(body, svc.validation_context)
+        except ValidationError as exc:
+            raise _validation_problem(exc, schemas.max_batch) from None
+        raw = instance_rows(name, instances, model.features)
+    n = len(raw)
+    environ[BATCH_KEY] = n
+    svc.metrics.observe_ranges(name, model.features, raw, model.range_min, model.range_max)
+    outputs, seconds = model.predict(raw)
+    if not np.isfinite(outputs).all():
+        # Schema bounds make this unreachable for sane weights; never emit NaN or a 500 for it.
+        raise ProblemError(422, "validation-error", "the input drives the model to a non-finite output",
+                           errors=[{"loc": [], "msg": "non-finite model output", "type": "non_finite_output"}])  # fmt: skip
+    preds = model.postprocess(outputs)
+    svc.metrics.observe_prediction(name, n, seconds, outputs, preds)
+    return Response(
+        _encode({"model": name, "version": model.version, "predictions": preds}),
+        content_type="application/json",
+    )
+
+
+# -------------------------------------------------------------------- models
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(json.dumps(obj, separators=(",", ":")), status=status, content_type="application/json")
+
+
+def model_summary(svc: Service, state: ModelState, detail: bool = False) -> dict[str, Any]:
+    """Public description of one model (``/models`` and ``/models/<name>``)."""
+    name = state.name
+    bundle = state.bundle
+    out: dict[str, Any] = {
+        "name": name,
+        "task": TASKS[name],
+        "endpoint": f"/predict/{name}",
+        "status": state.status,
+        "ready": state.ready,
+        "reason": state.reason,
+    }
+    if bundle is not None:
+        man = bundle.manifest
+        out.update(
+            version=bundle.version,
+            created=man.get("created"),
+            git_commit=man.get("git_commit"),
+            backend=man.get("backend"),
+            model_sha256=bundle.model_sha256,
+            bundle_sha256=man.get("files"),
+            test_metrics=_scalar_metrics(bundle.metrics.get("test", {})),
+        )
+        prep = bundle.preprocessing
+        if name == "seizure":
+            out["threshold"] = prep.get("threshold")
+    if not detail:
+        return out
+    schemas = svc.schemas[name]
+    out["input_schema"] = schemas.instance_adapter.json_schema()
+    out["max_batch"] = schemas.max_batch
+    out["output"] = {
+        "description": OUTPUT_DESCRIPTIONS[name],
+        "schema": PREDICTION_TYPES[name].model_json_schema(),
+    }
+    if bundle is not None:
+        prep = bundle.preprocessing
+        out["features"] = prep.get("features")
+        out["feature_ranges"] = prep.get("feature_ranges")
+        for key in ("class_labels", "target", "units", "image_shape"):
+            if key in prep:
+                out[key] = prep[key]
+        out["metrics"] = bundle.metrics
+    if state.model is not None:
+        out["layers"] = state.model.layers
+        out["selftest"] = state.model.selftest
+        out["load_seconds"] = round(state.model.load_seconds, 3)
+    return out
+
+
+def _scalar_metrics(test: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers only (no confusion matrices) for the list view."""
+    return {k: v for k, v in test.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+@bp.get("/models")
+def list_models() -> Response:
+    svc = service()
+    return _json({"models": [model_summary(svc, s) for s in svc.registry.states.values()]})
+
+
+@bp.get("/models/<name>")
+def get_model(name: str) -> Response:
+    svc = service()
+    state = svc.registry.states.get(name)
+    if state is None:
+        raise ProblemError(
+            404, "unknown-model", f"unknown model {name!r}; available: {', '.join(svc.registry.names)}"
+        )
+    return _json(model_summary(svc, state, detail=True))
+
+
+# -------------------------------------------------------------------- health
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process answers (models may still be loading)."""
+    return _json({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Readiness: every bundle verified, loaded and self-tested in this worker."""
+    svc = service()
+    models = {
+        s.name: {"status": s.status, "version": s.bundle.version if s.bundle else None, "reason": s.reason}
+        for s in svc.registry.states.values()
+    }
+    if svc.registry.all_ready:
+        return _json({"status": "ready", "models": models})
+    reasons = "; ".join(f"{n}: {m['status']}" + (f" ({m['reason']})" if m["reason"] else "") for n, m in models.items()
+                        if m["status"] != "ready")  # fmt: skip
+    loading = any(m["status"] in ("pending", "loading") for m in models.values())
+    return problem_response(503, "not-ready", f"not ready: {reasons}", extra={"models": models},
+                            headers={"Retry-After": "5"} if loading else None)  # fmt: skip
+
+
+# --------------------------------------------------------------- per request
+
+_STATIC_ENDPOINTS = frozenset({"/healthz", "/readyz", "/models", "/metrics", "/openapi.json", "/docs"})
+
+
+def endpoint_label(path: str, status: int) -> str:
+    """Bounded ``endpoint`` label: the route, with the model name only when it is a real model."""
+    if path in _STATIC_ENDPOINTS:
+        return path
+    for prefix in ("/predict/", "/models/"):
+        if path.startswith(prefix):
+            name = path[len(prefix) :]
+            return path if name in MODEL_NAMES else prefix + "<name>"
+    return "unmatched"  # never the raw path: random 404 paths must not create series
+
+
+def init_app(app: Flask) -> None:
+    """Register the blueprint and the request-id / access-log / metrics middleware."""
+    from serving.observability import RequestObservability
+
+    app.register_blueprint(bp)
+    svc = app.extensions["dlqr"]
+    app.wsgi_app = RequestObservability(app.wsgi_app, svc.metrics, svc.access_log, endpoint_label)
+
+
+__all__ = ["MODEL_NAMES", "Service", "bp", "init_app", "model_summary"]

@@ -1,0 +1,170 @@
+"""RFC 9457 ``application/problem+json`` errors for every failure path.
+
+Bad input never becomes a 500 and no response ever carries a stack trace:
+HTTP errors from routing (404, 405, 413) are converted here, the API raises
+:class:`ProblemError` for its own checks, and anything unexpected becomes a
+generic 500 carrying only the request id (the traceback goes to the log).
+Each ``type`` is a stable reference documented on ``/docs``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from serving.observability import REQUEST_ID_KEY
+
+log = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+#: slug -> (title, explanation shown on /docs)
+PROBLEM_TYPES: dict[str, tuple[str, str]] = {
+    "malformed-json": ("Malformed JSON", "The body is not valid JSON (400)."),
+    "bad-request": ("Bad request", "The request cannot be read, e.g. an empty body (400)."),
+    "not-found": ("Not found", "No such route (404)."),
+    "unknown-model": ("Unknown model", "The model name is not one of wine, seizure, digit (404)."),
+    "method-not-allowed": ("Method not allowed", "See the Allow header (405)."),
+    "payload-too-large": ("Payload too large", "The body exceeds DLQR_MAX_BODY_BYTES (413)."),
+    "batch-too-large": ("Batch too large", "More instances than DLQR_MAX_BATCH (413)."),
+    "unsupported-media-type": (
+        "Unsupported media type",
+        "Send application/json (or image/png / image/jpeg to /predict/digit) (415).",
+    ),
+    "validation-error": (
+        "Validation error",
+        "The JSON is well formed but a value breaks the schema: see errors[].loc / msg (422). "
+        "NaN and Infinity are refused.",
+    ),
+    "not-ready": (
+        "Model not ready",
+        "The model is loading or failed verification/self-test; see detail (503).",
+    ),
+    "internal-error": (
+        "Internal server error",
+        "Unexpected failure; quote the request_id when reporting it (500).",
+    ),
+    "http-error": ("HTTP error", "Another HTTP-level error."),
+}
+
+
+def problem_type(slug: str) -> str:
+    """The ``type`` URI reference of a problem: an anchor on the docs page."""
+    return f"/docs#problem-{slug}"
+
+
+class ProblemError(Exception):
+    """Raise from a view to answer with a problem+json body."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    """Build the problem+json response (request id included when known)."""
+    body: dict[str, Any] = {
+        "type": problem_type(slug),
+        "title": PROBLEM_TYPES.get(slug, PROBLEM_TYPES["http-error"])[0],
+        "status": status,
+        "detail": detail,
+        "instance": request.path if request else None,
+        "request_id": request.environ.get(REQUEST_ID_KEY) if request else None,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    if extra:
+        body.update(extra)
+    resp = Response(json.dumps(body, separators=(",", ":")), status=status, content_type=PROBLEM_CONTENT_TYPE)
+    for key, value in (headers or {}).items():
+        resp.headers[key] = value
+    return resp
+
+
+_HTTP_SLUGS = {
+    400: "bad-request",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+}
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    if status >= 500:
+        return _unexpected(exc)
+    headers = {}
+    if status == 405:
+        allow = dict(exc.get_headers()).get("Allow")
+        if allow:
+            headers["Allow"] = allow
+        detail = f"{request.method} is not allowed on {request.path}; allowed: {allow or 'none'}"
+    elif status == 404:
+        detail = f"no route {request.path}; see /openapi.json or /docs"
+    elif status == 413:
+        settings = current_app.config.get("DLQR_SETTINGS")
+        limit = settings.max_body_bytes if settings is not None else None
+        detail = "request body too large" + (
+            f" (limit {limit:,} bytes, DLQR_MAX_BODY_BYTES)" if limit else ""
+        )
+    else:
+        detail = exc.description or exc.name
+    return problem_response(status, _HTTP_SLUGS.get(status, "http-error"), detail, headers=headers)
+
+
+def _problem(exc: ProblemError) -> Response:
+    return problem_response(
+        exc.status, exc.slug, exc.detail, errors=exc.errors, headers=exc.headers, extra=exc.extra
+    )
+
+
+def _unexpected(exc: BaseException) -> Response:
+    log.error(
+        "unhandled error %s",
+        type(exc).__name__,
+        exc_info=exc,
+        extra={
+            "event": "unhandled_error",
+            "request_id": request.environ.get(REQUEST_ID_KEY),
+            "path": request.path,
+        },
+    )
+    return problem_response(
+        500,
+        "internal-error",
+        f"unexpected error; quote request id {request.environ.get(REQUEST_ID_KEY)} when reporting it",
+    )
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers (most specific first)."""
+    app.register_error_handler(ProblemError, _problem)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,91 @@
+"""Gunicorn configuration: ``gunicorn --config serving/gunicorn.conf.py serving.wsgi:app``.
+
+Every value comes from a ``DLQR_*`` environment variable (see
+``serving/settings.py`` and docs/serving.md), validated here so that a bad
+setting stops the master at once with one clear line.
+
+This file also prepares the Prometheus multi-process directory *before*
+anything imports ``prometheus_client`` (which reads it at import time): a
+private temporary directory when ``PROMETHEUS_MULTIPROC_DIR`` is unset
+(removed on exit), otherwise the given one, emptied of stale files at start.
+Models are loaded in each worker after fork (``preload_app = False``), never
+in the master.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+# Running from a checkout without an install: make the package importable.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from serving.runtime import prepare_process_env  # noqa: E402
+from serving.settings import Settings, SettingsError  # noqa: E402
+
+prepare_process_env()  # thread/log defaults inherited by the workers, before numpy/TF load
+
+try:
+    _settings = Settings.from_env()
+    _settings.check_artifacts_dir()
+except SettingsError as _exc:
+    print(f"dlqr-serving: invalid setting: {_exc}", file=sys.stderr)
+    sys.exit(2)
+
+# This file runs again on SIGHUP (config reload): prepare the directory only the first time,
+# or the reload would wipe the counters that the still-running workers keep adding to.
+if not os.environ.get("DLQR_PROMETHEUS_PREPARED"):
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="dlqr-prometheus-")
+        os.environ["DLQR_PROMETHEUS_TMPDIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]  # ours: removed on exit
+    else:
+        _prom_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        _prom_dir.mkdir(parents=True, exist_ok=True)
+        for _stale in _prom_dir.glob("*.db"):  # counters of a previous run would be added to ours
+            _stale.unlink()
+    os.environ["DLQR_PROMETHEUS_PREPARED"] = "1"
+
+bind = [_settings.bind]
+workers = _settings.workers
+threads = _settings.threads
+# Sync workers are the fastest for short CPU-bound requests; threads > 1 needs gthread.
+worker_class = "gthread" if _settings.threads > 1 else "sync"
+timeout = _settings.timeout
+graceful_timeout = _settings.graceful_timeout
+keepalive = _settings.keepalive
+preload_app = False
+proc_name = "dlqr-serving"
+# Heartbeat files in RAM: a disk-backed /tmp (e.g. overlayfs in containers) can stall workers.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+# The app writes one JSON line per request itself (with request id, model, latency).
+accesslog = None
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+logger_class = "serving.logs.GunicornLogger"  # Gunicorn's own messages as JSON too
+
+
+def on_starting(server):
+    server.log.info(
+        "starting dlqr-serving: bind=%s workers=%d threads=%d artifacts=%s prometheus_dir=%s",
+        _settings.bind,
+        _settings.workers,
+        _settings.threads,
+        _settings.artifacts_dir,
+        os.environ["PROMETHEUS_MULTIPROC_DIR"],
+    )
+
+
+def child_exit(server, worker):
+    # Drop the dead worker's live gauges (model_ready, model_info); its counters stay summed.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    created = os.environ.get("DLQR_PROMETHEUS_TMPDIR")
+    if created:
+        shutil.rmtree(created, ignore_errors=True)

@@ -1,0 +1,244 @@
+"""Prometheus metrics, correct across Gunicorn workers.
+
+Under Gunicorn every worker is a separate process, so an in-memory registry
+would make each scrape show one random worker's numbers (KServe #2979,
+BentoML #5056). ``gunicorn.conf.py`` therefore prepares
+``PROMETHEUS_MULTIPROC_DIR`` before anything imports ``prometheus_client``;
+each worker writes its samples to memory-mapped files there and ``/metrics``
+aggregates all of them. Without that variable (the Flask test client, a
+single process) an app-local registry is used instead.
+
+``prometheus_client`` is imported only from :func:`init_app`, never at module
+import, so the multi-process directory is always set first.
+
+Metric names are a contract with the alert rules in ``deploy/``; see
+``docs/serving.md`` for the list.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from flask import Flask, Response
+
+from serving.spec import DIGIT, MODEL_NAMES
+
+#: Request latency: 0.5 ms .. 5 s.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: Network forward pass only: 50 us .. 1 s.
+INFERENCE_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+#: One histogram for both predicted quantities (each model only fills its own range):
+#: seizure probability in [0, 1] and wine alcohol in % vol (white wines: ~8-14.2).
+PREDICTED_VALUE_BUCKETS = (
+    0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0,
+    8.0, 8.5, 9.0, 9.5, 10.0, 10.5, 11.0, 11.5, 12.0, 12.5, 13.0, 13.5, 14.0, 15.0,
+)  # fmt: skip
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    """All service metrics; label children for the hot path are resolved once."""
+
+    def __init__(self) -> None:
+        mp_dir = multiprocess_dir()
+        if mp_dir:
+            os.makedirs(mp_dir, exist_ok=True)
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+        # *_created series double the exposition size for no use here (multi-process mode has none).
+        disable_created_metrics()
+
+        self.multiprocess = bool(mp_dir)
+        # Multi-process: samples live in files and a registry is built per scrape.
+        self.registry = None if self.multiprocess else CollectorRegistry(auto_describe=True)
+        reg: dict[str, Any] = {"registry": self.registry}
+        self.http_requests = Counter(
+            "http_requests",
+            "HTTP requests by endpoint, method and status.",
+            ["endpoint", "method", "status"],
+            **reg,
+        )
+        self.request_duration = Histogram(
+            "http_request_duration_seconds",
+            "Latency of /predict requests, whole request in the app, by model.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            **reg,
+        )
+        self.inference = Histogram(
+            "model_inference_seconds", "Forward-pass time per request, by model.", ["model"],
+            buckets=INFERENCE_BUCKETS, **reg,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "model_batch_size",
+            "Instances per /predict request, by model.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            **reg,
+        )
+        self.predictions = Counter(
+            "model_predictions",
+            "Predictions by outcome: seizure positive/negative, digit class 0-9, wine 'value'.",
+            ["model", "outcome"],
+            **reg,
+        )
+        self.predicted_value = Histogram(
+            "model_predicted_value",
+            "Predicted value: wine alcohol in % vol; seizure probability.",
+            ["model"],
+            buckets=PREDICTED_VALUE_BUCKETS,
+            **reg,
+        )
+        self.out_of_range = Counter(
+            "input_out_of_range",
+            "Input values outside the training min/max (still served): a drift signal.",
+            ["model", "feature"],
+            **reg,
+        )
+        self.model_info = Gauge(
+            "model_info", "Loaded bundle (value 1) by model, version and model.h5 sha256.",
+            ["model", "version", "sha256"], multiprocess_mode="livemax", **reg,
+        )  # fmt: skip
+        self.model_ready = Gauge(
+            "model_ready",
+            "1 when the model is verified, loaded and self-tested (minimum over live workers).",
+            ["model"],
+            multiprocess_mode="livemin",
+            **reg,
+        )
+        self._req_children: dict[tuple[str, str, str], Any] = {}
+        self._per_model = {
+            name: {
+                "duration": self.request_duration.labels(name),
+                "inference": self.inference.labels(name),
+                "batch": self.batch_size.labels(name),
+                # digit has no scalar prediction: no empty model_predicted_value{model="digit"} series
+                "value": self.predicted_value.labels(name) if name != "digit" else None,
+            }
+            for name in MODEL_NAMES
+        }
+        self._outcomes = {
+            "wine": {"value": self.predictions.labels("wine", "value")},
+            "seizure": {k: self.predictions.labels("seizure", k) for k in ("positive", "negative")},
+            "digit": {k: self.predictions.labels("digit", k) for k in DIGIT.class_labels},
+        }
+        for name in MODEL_NAMES:
+            self.model_ready.labels(name).set(0)
+
+    # ----------------------------------------------------------------- hot path
+
+    @staticmethod
+    def observe_many(child: Any, values: list[float]) -> None:
+        """``child.observe(v)`` for every value, with one write per touched bucket.
+
+        A batch of 256 predictions would otherwise cost 512 locked writes to the
+        multi-process files. prometheus_client has no bulk API, so this uses the
+        histogram child's ``_upper_bounds``/``_buckets``/``_sum`` (stable since 0.4;
+        tests/serving/test_metrics.py pins the equivalence with ``observe``).
+        """
+        if len(values) < 4 or not hasattr(child, "_buckets"):
+            for v in values:
+                child.observe(v)
+            return
+        bounds = child._upper_bounds
+        # bucket i holds bounds[i-1] < v <= bounds[i], as observe() assigns it
+        counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+        child._sum.inc(float(sum(values)))
+        for i in np.flatnonzero(counts):
+            child._buckets[i].inc(int(counts[i]))
+
+    def observe_request(
+        self, endpoint: str, method: str, status: int, model: str | None, seconds: float
+    ) -> None:
+        key = (endpoint, method, str(status))
+        child = self._req_children.get(key)
+        if child is None:
+            child = self._req_children[key] = self.http_requests.labels(*key)
+        child.inc()
+        if model is not None:
+            self._per_model[model]["duration"].observe(seconds)
+
+    def observe_prediction(
+        self, model: str, batch: int, inference_seconds: float, outputs: np.ndarray, preds: list[dict]
+    ) -> None:
+        m = self._per_model[model]
+        m["batch"].observe(batch)
+        m["inference"].observe(inference_seconds)
+        outcomes = self._outcomes[model]
+        if model == "wine":
+            outcomes["value"].inc(batch)
+            self.observe_many(m["value"], [p["alcohol"] for p in preds])
+        elif model == "seizure":
+            positives = sum(1 for p in preds if p["seizure"])
+            if positives:
+                outcomes["positive"].inc(positives)
+            if batch - positives:
+                outcomes["negative"].inc(batch - positives)
+            self.observe_many(m["value"], [p["probability"] for p in preds])
+        else:
+            for digit, count in Counter(p["digit"] for p in preds).items():
+                outcomes[DIGIT.class_labels[digit]].inc(count)
+
+    def observe_ranges(self, model: str, features: tuple[str, ...], raw: np.ndarray, lo, hi) -> None:
+        """Count every input value outside the training range, per feature."""
+        if lo is None:
+            return
+        counts = ((raw < lo) | (raw > hi)).sum(axis=0)
+        for j in np.flatnonzero(counts):
+            self.out_of_range.labels(model, features[j]).inc(int(counts[j]))
+
+    # -------------------------------------------------------------- model state
+
+    def set_model_state(
+        self, name: str, ready: bool, version: str | None = None, sha256: str | None = None
+    ) -> None:
+        self.model_ready.labels(name).set(1 if ready else 0)
+        if ready and version is not None:
+            self.model_info.labels(name, version, sha256 or "").set(1)
+
+    # ------------------------------------------------------------------- scrape
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def init_app(app: Flask) -> Metrics:
+    """Create the metrics and the GET /metrics route."""
+    metrics = Metrics()
+    app.extensions["dlqr_metrics"] = metrics
+
+    def scrape() -> Response:
+        body, ctype = metrics.render()
+        return Response(body, content_type=ctype)
+
+    app.add_url_rule("/metrics", "metrics", scrape, methods=["GET"])
+    return metrics

@@ -1,0 +1,177 @@
+"""OpenAPI 3.1 document generated from the pydantic models, and a self-contained docs page.
+
+``/openapi.json`` is built once per app from :mod:`serving.schemas` (so the
+documented batch limit is the configured one). ``/docs`` renders the same
+document server-side with an inline stylesheet and a small inline script for
+"try it": no CDN or other external resource, so it works air-gapped, and a
+Content-Security-Policy header enforces that.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Flask, Response, render_template
+from pydantic import TypeAdapter
+
+from serving.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, problem_type
+from serving.schemas import RESPONSE_TYPES, WINE_EXAMPLE, ModelSchemas, Problem
+from serving.spec import MODEL_NAMES
+
+REF = "#/components/schemas/{model}"
+
+DOCS_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
+)
+
+
+def _problem_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": REF.format(model="Problem")}}},
+    }
+
+
+def build_openapi(schemas: dict[str, ModelSchemas], version: str) -> dict[str, Any]:
+    """The OpenAPI document for the configured models and limits."""
+    inputs = []
+    for name in MODEL_NAMES:
+        inputs.append(((name, "request"), "validation", schemas[name].request_adapter))
+        inputs.append(((name, "response"), "serialization", TypeAdapter(RESPONSE_TYPES[name])))
+    inputs.append((("problem", "problem"), "serialization", TypeAdapter(Problem)))
+    keyed, defs = TypeAdapter.json_schemas(inputs, ref_template=REF)
+    components = dict(defs.get("$defs", {}))
+    paths: dict[str, Any] = {}
+    common_errors = {
+        "400": _problem_response("Malformed JSON or empty body"),
+        "404": _problem_response("Unknown model"),
+        "413": _problem_response("Body larger than DLQR_MAX_BODY_BYTES or batch larger than DLQR_MAX_BATCH"),
+        "415": _problem_response("Unsupported Content-Type"),
+        "422": _problem_response("Schema or value error (per-field errors in `errors`)"),
+        "503": _problem_response("Model not ready (loading, or failed verification/self-test)"),
+        "500": _problem_response("Unexpected error (body carries only the request id)"),
+    }
+    for name in MODEL_NAMES:
+        max_batch = schemas[name].max_batch
+        content: dict[str, Any] = {"application/json": {"schema": keyed[((name, "request"), "validation")]}}
+        if name == "wine":
+            content["application/json"]["examples"] = {
+                "single": {"summary": "One wine", "value": WINE_EXAMPLE},
+                "batch": {"summary": "A batch", "value": {"instances": [WINE_EXAMPLE, WINE_EXAMPLE]}},
+            }
+        if name == "digit":
+            for media in ("image/png", "image/jpeg"):
+                content[media] = {"schema": {"type": "string", "format": "binary"}}
+        paths[f"/predict/{name}"] = {
+            "post": {
+                "operationId": f"predict_{name}",
+                "tags": ["predict"],
+                "summary": f"Predict with the {name} model",
+                "description": (
+                    f'Body: one instance, or `{{"instances": [...]}}` with 1..{max_batch} instances. '
+                    "Predictions come back in request order."
+                    + (
+                        " A raw PNG/JPEG body (Content-Type image/png or image/jpeg) is one image instance."
+                        if name == "digit"
+                        else ""
+                    )
+                ),  # fmt: skip
+                "requestBody": {"required": True, "content": content},
+                "responses": {
+                    "200": {
+                        "description": "Predictions",
+                        "content": {
+                            "application/json": {"schema": keyed[((name, "response"), "serialization")]}
+                        },
+                    },
+                    **common_errors,
+                },
+            }
+        }
+    simple = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    paths["/models"] = {"get": {"operationId": "list_models", "tags": ["models"],
+                                "summary": "Every model: status, version, sha256s, test metrics, threshold",
+                                "responses": {"200": simple}}}  # fmt: skip
+    paths["/models/{name}"] = {
+        "get": {
+            "operationId": "get_model",
+            "tags": ["models"],
+            "summary": "One model in full: input JSON Schema, output description, metrics, layers, self-test",
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": list(MODEL_NAMES)},
+                }
+            ],  # fmt: skip
+            "responses": {"200": simple, "404": _problem_response("Unknown model")},
+        }
+    }
+    paths["/healthz"] = {"get": {"operationId": "healthz", "tags": ["ops"], "summary": "Liveness (process answers)",
+                                 "responses": {"200": simple}}}  # fmt: skip
+    paths["/readyz"] = {
+        "get": {
+            "operationId": "readyz",
+            "tags": ["ops"],
+            "summary": "Readiness: all bundles verified, loaded and self-tested",
+            "responses": {"200": simple, "503": _problem_response("Not ready, with the reason per model")},
+        }
+    }
+    paths["/metrics"] = {
+        "get": {
+            "operationId": "metrics",
+            "tags": ["ops"],
+            "summary": "Prometheus text format, aggregated over all Gunicorn workers",
+            "responses": {
+                "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+            },
+        }
+    }
+    components["Problem"] = keyed[(("problem", "problem"), "serialization")]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "DLQR model serving",
+            "version": version,
+            "description": "Wine alcohol regression, EEG seizure detection and MNIST digit recognition. "
+            "Errors are RFC 9457 problem details; every response carries X-Request-ID.",
+        },
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+
+
+def _pretty(obj: Any) -> str:
+    return json.dumps(obj, indent=2)
+
+
+def init_app(app: Flask, schemas: dict[str, ModelSchemas], version: str) -> dict[str, Any]:
+    """Routes /openapi.json and /docs (both rendered once, at app creation)."""
+    spec = build_openapi(schemas, version)
+    spec_json = json.dumps(spec, separators=(",", ":"))
+    with app.app_context():
+        page = render_template(
+            "docs.html",
+            spec=spec,
+            pretty=_pretty,
+            problems=[
+                (slug, problem_type(slug), title, text) for slug, (title, text) in PROBLEM_TYPES.items()
+            ],
+            models=MODEL_NAMES,
+            wine_example=json.dumps(WINE_EXAMPLE),
+        )
+
+    def openapi_json() -> Response:
+        return Response(spec_json, content_type="application/json")
+
+    def docs() -> Response:
+        resp = Response(page, content_type="text/html; charset=utf-8")
+        resp.headers["Content-Security-Policy"] = DOCS_CSP
+        return resp
+
+    app.add_url_rule("/openapi.json", "openapi", openapi_json, methods=["GET"])
+    app.add_url_rule("/docs", "docs", docs, methods=["GET"])
+    return spec
