@@ -1,7 +1,7 @@
 """Gunicorn configuration: ``gunicorn --config serving/gunicorn.conf.py serving.wsgi:app``.
 
 Every value comes from a ``DLQR_*`` environment variable (see
-``serving/settings.py`` and docs/serving.md), validated here so that a bad
+``serving/settings.py`` and the README), validated here so that a bad
 setting stops the master at once with one clear line.
 
 This file also prepares the Prometheus multi-process directory *before*

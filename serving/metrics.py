@@ -12,7 +12,7 @@ single process) an app-local registry is used instead.
 import, so the multi-process directory is always set first.
 
 Metric names are a contract with the alert rules in ``deploy/``; see
-``docs/serving.md`` for the list.
+``the README`` for the list.
 """
 
 from __future__ import annotations
