@@ -23,8 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True, metavar="{train,evaluate,fetch,gpu-check}")
 
-    tr = sub.add_parser("train", help="train, evaluate and export one model or all three",
-                        description="Train on the real data, evaluate on train/val/test and export a verified bundle.")
+    tr = sub.add_parser(
+        "train",
+        help="train, evaluate and export one model or all three",
+        description="Train on the real data, evaluate on train/val/test and export a verified bundle.",
+    )
     tr.add_argument("model", choices=[*MODEL_NAMES, "all"])
     tr.add_argument("--epochs", type=int, help="override the recipe's maximum epochs")
     tr.add_argument("--batch-size", type=int, help="override the recipe's batch size")
@@ -32,12 +35,29 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps-per-execution", type=int, help="override steps_per_execution")
     tr.add_argument("--seed", type=int, help="override the split and training seed")
     tr.add_argument("--config", type=Path, help="recipe TOML file (only with a single model)")
-    tr.add_argument("--recipe", default="default", help="shipped recipe name: 'default' or 'book' (default: %(default)s)")
-    tr.add_argument("--data-dir", type=Path, help="directory with <dataset>/<file> (default: $DLQR_DATA_DIR, else download)")
-    tr.add_argument("--cache-dir", type=Path, help="download cache (default: $DLQR_CACHE_DIR or ~/.cache/dlqr)")
-    tr.add_argument("--out", type=Path, default=REPO_ROOT / "artifacts", help="bundles go to OUT/<model> (default: artifacts/)")
-    tr.add_argument("--runs-dir", type=Path, default=REPO_ROOT / "runs",
-                    help="TensorBoard logs, checkpoints and history (default: runs/, not in git)")
+    tr.add_argument(
+        "--recipe", default="default", help="shipped recipe name: 'default' or 'book' (default: %(default)s)"
+    )
+    tr.add_argument(
+        "--data-dir",
+        type=Path,
+        help="directory with <dataset>/<file> (default: $DLQR_DATA_DIR, else download)",
+    )
+    tr.add_argument(
+        "--cache-dir", type=Path, help="download cache (default: $DLQR_CACHE_DIR or ~/.cache/dlqr)"
+    )
+    tr.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "artifacts",
+        help="bundles go to OUT/<model> (default: artifacts/)",
+    )
+    tr.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=REPO_ROOT / "runs",
+        help="TensorBoard logs, checkpoints and history (default: runs/, not in git)",
+    )
     tr.add_argument("--max-rows", type=int, help="subsample each split to at most N rows (quick checks only)")
     tr.add_argument("--version", help="bundle version string (default: UTC timestamp)")
     tr.add_argument("-q", "--quiet", action="store_true", help="no per-epoch output")
@@ -53,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--data-dir", type=Path)
     fe.add_argument("--cache-dir", type=Path)
 
-    gc = sub.add_parser("gpu-check", help="train each model for a few epochs and print per-epoch times and the device")
+    gc = sub.add_parser(
+        "gpu-check", help="train each model for a few epochs and print per-epoch times and the device"
+    )
     gc.add_argument("--epochs", type=int, default=3)
     gc.add_argument("--data-dir", type=Path)
     gc.add_argument("--cache-dir", type=Path)
@@ -69,7 +91,9 @@ def _fmt(name: str, m: dict) -> str:
     if name == "wine":
         return f"test MAE {t['mae']:.3f} %vol ({t['mae_scaled']:.3f} scaled), RMSE {t['rmse']:.3f}"
     if name == "seizure":
-        return f"test AUC {t['roc_auc']:.4f}, acc {t['accuracy']:.4f}, F1 {t['f1']:.4f} @ t={t['threshold']:.3f}"
+        return (
+            f"test AUC {t['roc_auc']:.4f}, acc {t['accuracy']:.4f}, F1 {t['f1']:.4f} @ t={t['threshold']:.3f}"
+        )
     return f"test accuracy {t['accuracy']:.4f}"
 
 
@@ -85,9 +109,14 @@ def cmd_train(args) -> int:
     cfgs = {}
     for name in models:  # validate every recipe before spending minutes on training
         cfg = C.load_config(name, args.config, args.recipe)
-        cfgs[name] = C.apply_overrides(cfg, epochs=args.epochs, batch_size=args.batch_size,
-                                       learning_rate=args.learning_rate, steps_per_execution=args.steps_per_execution,
-                                       seed=args.seed)
+        cfgs[name] = C.apply_overrides(
+            cfg,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            steps_per_execution=args.steps_per_execution,
+            seed=args.seed,
+        )
     if args.max_rows is not None and args.max_rows < 10:
         raise C.ConfigError("--max-rows must be at least 10")
     rows = []
@@ -95,8 +124,16 @@ def cmd_train(args) -> int:
         t0 = time.perf_counter()
         print(f"== {name}: loading data", flush=True)
         ds = T.load_dataset(name, args.data_dir, args.cache_dir)
-        summary = P.run_model(name, cfgs[name], ds, args.out, args.runs_dir, max_rows=args.max_rows,
-                              version=args.version, verbose=0 if args.quiet else None)
+        summary = P.run_model(
+            name,
+            cfgs[name],
+            ds,
+            args.out,
+            args.runs_dir,
+            max_rows=args.max_rows,
+            version=args.version,
+            verbose=0 if args.quiet else None,
+        )
         summary["total_seconds"] = time.perf_counter() - t0
         rows.append(summary)
         bars = summary["metrics"]["quality_bars"]
@@ -105,9 +142,14 @@ def cmd_train(args) -> int:
     print("\nmodel    epochs  best  s/epoch  train s  total s  quality")
     for r in rows:
         bars = r["metrics"]["quality_bars"]
-        q = ", ".join(f"{k} {v['value']:.4f} {v['op']} {v['bar']}" + ("" if v["passed"] else " FAIL") for k, v in bars.items())
-        print(f"{r['model']:<8} {r['epochs_run']:>6} {r['best_epoch']:>5} {r['mean_epoch_seconds']:>8.2f} "
-              f"{r['seconds']:>8.1f} {r['total_seconds']:>8.1f}  {q}")
+        q = ", ".join(
+            f"{k} {v['value']:.4f} {v['op']} {v['bar']}" + ("" if v["passed"] else " FAIL")
+            for k, v in bars.items()
+        )
+        print(
+            f"{r['model']:<8} {r['epochs_run']:>6} {r['best_epoch']:>5} {r['mean_epoch_seconds']:>8.2f} "
+            f"{r['seconds']:>8.1f} {r['total_seconds']:>8.1f}  {q}"
+        )
     print(f"total: {sum(r['total_seconds'] for r in rows):.1f} s")
     return 0
 
@@ -132,7 +174,9 @@ def cmd_fetch(args) -> int:
     for spec in D.FILES.values():
         if spec.dataset in datasets:
             path, payload = D.fetch(spec.name, args.data_dir, args.cache_dir)
-            print(f"ok  {spec.dataset}/{spec.name}  {len(payload):,} bytes  sha256 {spec.payload_sha256[:16]}...  {path}")
+            print(
+                f"ok  {spec.dataset}/{spec.name}  {len(payload):,} bytes  sha256 {spec.payload_sha256[:16]}...  {path}"
+            )
     return 0
 
 

@@ -12,7 +12,16 @@ from serving.spec import MODEL_NAMES
 
 REQUIRED = {
     "model": ("hidden", "activation", "dropout", "l2"),
-    "train": ("seed", "loss", "optimizer", "learning_rate", "batch_size", "epochs", "monitor", "monitor_mode"),
+    "train": (
+        "seed",
+        "loss",
+        "optimizer",
+        "learning_rate",
+        "batch_size",
+        "epochs",
+        "monitor",
+        "monitor_mode",
+    ),
 }
 
 
@@ -60,9 +69,9 @@ def apply_overrides(cfg: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     for key, value in overrides.items():
         if value is None:
             continue
-        if key in ("epochs", "batch_size", "steps_per_execution", "early_stopping_patience") and int(value) < (
-            0 if key == "early_stopping_patience" else 1
-        ):
+        if key in ("epochs", "batch_size", "steps_per_execution", "early_stopping_patience") and int(
+            value
+        ) < (0 if key == "early_stopping_patience" else 1):
             raise ConfigError(f"--{key.replace('_', '-')} must be positive, got {value}")
         if key == "learning_rate" and not float(value) > 0:
             raise ConfigError(f"--learning-rate must be > 0, got {value}")

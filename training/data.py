@@ -73,10 +73,22 @@ FILES: dict[str, RemoteFile] = {
         *(
             RemoteFile("mnist", f"{stem}.gz", sha, tuple(m + f"{stem}.gz" for m in _MNIST_MIRRORS))
             for stem, sha in (
-                ("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-                ("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-                ("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-                ("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+                (
+                    "train-images-idx3-ubyte",
+                    "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                ),
+                (
+                    "train-labels-idx1-ubyte",
+                    "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                ),
+                (
+                    "t10k-images-idx3-ubyte",
+                    "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                ),
+                (
+                    "t10k-labels-idx1-ubyte",
+                    "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+                ),
             )
         ),
     )
@@ -137,7 +149,9 @@ def _mirror_urls(spec: RemoteFile) -> tuple[str, ...]:
     return spec.urls
 
 
-def download(spec: RemoteFile, cache_dir: Path, urls: tuple[str, ...] | None = None, timeout: float = 60.0) -> Path:
+def download(
+    spec: RemoteFile, cache_dir: Path, urls: tuple[str, ...] | None = None, timeout: float = 60.0
+) -> Path:
     """Download into the cache, verifying before the atomic rename into place."""
     dest = cache_dir / spec.dataset / spec.name
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +173,9 @@ def download(spec: RemoteFile, cache_dir: Path, urls: tuple[str, ...] | None = N
     raise DataError(f"could not download {spec.dataset}/{spec.name}:\n  " + "\n  ".join(errors))
 
 
-def fetch(name: str, data_dir: Path | str | None = None, cache_dir: Path | str | None = None) -> tuple[Path, bytes]:
+def fetch(
+    name: str, data_dir: Path | str | None = None, cache_dir: Path | str | None = None
+) -> tuple[Path, bytes]:
     """Locate (or download) one file and return its path and verified payload."""
     spec = FILES[name]
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
@@ -280,7 +296,12 @@ class MnistData:
 def load_mnist(data_dir=None, cache_dir=None) -> MnistData:
     """The four MNIST IDX files in their original order."""
     arrays = {}
-    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    for stem in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         _, payload = fetch(f"{stem}.gz", data_dir, cache_dir)
         arrays[stem] = parse_idx(payload)
     xtr, ytr = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]

@@ -73,7 +73,12 @@ def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> di
         "f1": f1,
         "confusion_matrix": {"labels": ["no_seizure", "seizure"], "matrix": [[tn, fp], [fn, tp]]},
         "classification_report": classification_report(
-            y_true, pred, labels=[0, 1], target_names=["no_seizure", "seizure"], output_dict=True, zero_division=0
+            y_true,
+            pred,
+            labels=[0, 1],
+            target_names=["no_seizure", "seizure"],
+            output_dict=True,
+            zero_division=0,
         ),
     }
 
@@ -87,9 +92,17 @@ def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     return {
         "n": int(len(y_true)),
         "accuracy": float(np.mean(pred == y_true)),
-        "confusion_matrix": {"labels": [str(i) for i in labels], "matrix": confusion_matrix(y_true, pred, labels=labels).tolist()},
+        "confusion_matrix": {
+            "labels": [str(i) for i in labels],
+            "matrix": confusion_matrix(y_true, pred, labels=labels).tolist(),
+        },
         "classification_report": classification_report(
-            y_true, pred, labels=labels, target_names=[str(i) for i in labels], output_dict=True, zero_division=0
+            y_true,
+            pred,
+            labels=labels,
+            target_names=[str(i) for i in labels],
+            output_dict=True,
+            zero_division=0,
         ),
     }
 
@@ -97,7 +110,9 @@ def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
 # ---------------------------------------------------------- operating point
 
 
-def choose_threshold(y_true: np.ndarray, prob: np.ndarray, policy: str = "max_f1", min_recall: float = 0.95) -> dict[str, Any]:
+def choose_threshold(
+    y_true: np.ndarray, prob: np.ndarray, policy: str = "max_f1", min_recall: float = 0.95
+) -> dict[str, Any]:
     """Pick the seizure decision threshold on validation data only.
 
     ``max_f1``: the threshold maximising F1 (ties: the highest threshold).
@@ -227,7 +242,15 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title
     ax.set_ylabel("true")
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7, color="white" if m[i, j] > m.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(m[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if m[i, j] > m.max() / 2 else "black",
+            )
     fig.colorbar(im, ax=ax)
     ax.set_title(title)
     fig.tight_layout()

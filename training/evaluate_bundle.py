@@ -16,7 +16,11 @@ from serving import processing
 from training import evaluate as E
 from training import train as T
 
-KEY_METRICS = {"wine": ("mae", "rmse", "mae_scaled"), "seizure": ("roc_auc", "accuracy", "f1"), "digit": ("accuracy",)}
+KEY_METRICS = {
+    "wine": ("mae", "rmse", "mae_scaled"),
+    "seizure": ("roc_auc", "accuracy", "f1"),
+    "digit": ("accuracy",),
+}
 
 
 def test_rows(name: str, ids: list, dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +39,9 @@ def test_rows(name: str, ids: list, dataset) -> tuple[np.ndarray, np.ndarray]:
     return dataset.x_test.reshape(len(dataset.x_test), -1)[idx], dataset.y_test[idx]
 
 
-def recompute(name: str, bundle_dir: Path, data_dir=None, cache_dir=None, rtol: float = 1e-6) -> dict[str, Any]:
+def recompute(
+    name: str, bundle_dir: Path, data_dir=None, cache_dir=None, rtol: float = 1e-6
+) -> dict[str, Any]:
     """Verify the bundle, re-run its model on its test split, and compare the metrics."""
     import keras
 
@@ -43,11 +49,16 @@ def recompute(name: str, bundle_dir: Path, data_dir=None, cache_dir=None, rtol: 
     split = B._read_json(Path(bundle_dir) / B.TEST_SPLIT)
     model = keras.saving.load_model(str(b.model_path), compile=False, safe_mode=True)
     raw, y = test_rows(name, split["test_ids"], T.load_dataset(name, data_dir, cache_dir))
-    out = np.asarray(model.predict(processing.model_input(name, raw, b.preprocessing), batch_size=4096, verbose=0), dtype=np.float64)
+    out = np.asarray(
+        model.predict(processing.model_input(name, raw, b.preprocessing), batch_size=4096, verbose=0),
+        dtype=np.float64,
+    )
     prep = b.preprocessing
     if name == "wine":
         ts = prep["target_scaler"]
-        got = E.regression_metrics(y, processing.unstandardize(out[:, 0], ts["mean"], ts["scale"]), ts["scale"])
+        got = E.regression_metrics(
+            y, processing.unstandardize(out[:, 0], ts["mean"], ts["scale"]), ts["scale"]
+        )
     elif name == "seizure":
         got = E.binary_metrics(y, out[:, 0], prep["threshold"]["value"])
     else:
@@ -55,4 +66,10 @@ def recompute(name: str, bundle_dir: Path, data_dir=None, cache_dir=None, rtol: 
     shipped = b.metrics["test"]
     rows = {k: {"recomputed": got[k], "bundle": shipped[k]} for k in KEY_METRICS[name]}
     ok = all(np.isclose(v["recomputed"], v["bundle"], rtol=rtol, atol=1e-9) for v in rows.values())
-    return {"model": name, "version": b.version, "n_test": int(len(y)), "metrics": rows, "matches_bundle": bool(ok)}
+    return {
+        "model": name,
+        "version": b.version,
+        "n_test": int(len(y)),
+        "metrics": rows,
+        "matches_bundle": bool(ok),
+    }

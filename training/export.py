@@ -24,9 +24,16 @@ def git_commit(repo: Path | None = None) -> str:
     """HEAD commit of the working tree, '+dirty' if it has uncommitted changes, or 'unknown'."""
     cwd = str(repo or Path(__file__).resolve().parents[1])
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "training", "serving"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "training", "serving"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -37,7 +44,18 @@ def library_versions() -> dict[str, str]:
     import keras
 
     out = {"python": platform.python_version(), "keras_backend": keras.backend.backend()}
-    for dist in ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy", "h5py", "scikit-learn", "pandas"):
+    for dist in (
+        "keras",
+        "tensorflow",
+        "tensorflow-cpu",
+        "jax",
+        "jaxlib",
+        "torch",
+        "numpy",
+        "h5py",
+        "scikit-learn",
+        "pandas",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

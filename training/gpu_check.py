@@ -44,7 +44,10 @@ def main(epochs: int = 3, data_dir=None, cache_dir=None) -> int:
     from training import config as C
     from training import train as T
 
-    print(f"backend {keras.backend.backend()}, keras {keras.__version__}, device: {device_description()}", flush=True)
+    print(
+        f"backend {keras.backend.backend()}, keras {keras.__version__}, device: {device_description()}",
+        flush=True,
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("wine", "seizure", "digit"):
@@ -57,7 +60,9 @@ def main(epochs: int = 3, data_dir=None, cache_dir=None) -> int:
     print(f"\n{'model':<8} {'data s':>7}  per-epoch seconds (first includes compilation)   last val metric")
     for name, load_s, times, hist in rows:
         key = "val_mae" if name == "wine" else "val_accuracy"
-        print(f"{name:<8} {load_s:7.2f}  {' '.join(f'{t:6.2f}' for t in times):<44} {key} {hist[key][-1]:.4f}")
+        print(
+            f"{name:<8} {load_s:7.2f}  {' '.join(f'{t:6.2f}' for t in times):<44} {key} {hist[key][-1]:.4f}"
+        )
         if len(times) > 1:
             print(f"{'':<8} {'':>7}  steady-state mean {np.mean(times[1:]):.2f} s/epoch")
     return 0

@@ -41,11 +41,17 @@ def compile_model(model, name: str, train_cfg: dict[str, Any]) -> None:
     """Compile with the recipe's loss/optimizer and the task's metrics."""
     import keras
 
-    optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    optimizers = {
+        "adam": keras.optimizers.Adam,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
     try:
         opt_cls = optimizers[train_cfg["optimizer"]]
     except KeyError:
-        raise ValueError(f"unknown optimizer {train_cfg['optimizer']!r}; choose from {sorted(optimizers)}") from None
+        raise ValueError(
+            f"unknown optimizer {train_cfg['optimizer']!r}; choose from {sorted(optimizers)}"
+        ) from None
     metrics = {
         "regression": [keras.metrics.MeanAbsoluteError(name="mae")],
         "binary": [keras.metrics.BinaryAccuracy(name="accuracy")],

@@ -33,7 +33,12 @@ def check_bars(name: str, test: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for m, v in zip(metrics, values, strict=True):
         got = float(test[m])
-        out[m] = {"value": got, "bar": v, "op": bar["op"], "passed": got <= v if bar["op"] == "<=" else got >= v}
+        out[m] = {
+            "value": got,
+            "bar": v,
+            "op": bar["op"],
+            "passed": got <= v if bar["op"] == "<=" else got >= v,
+        }
     return out
 
 
@@ -41,7 +46,9 @@ def predict(model, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=4096, verbose=0), dtype=np.float64)
 
 
-def evaluate_splits(p: T.Prepared, model, op_cfg: dict | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def evaluate_splits(
+    p: T.Prepared, model, op_cfg: dict | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Metrics for train/val/test, choosing the seizure operating point on val only."""
     out = {k: predict(model, p.x[k]) for k in T.SPLITS}
     metrics: dict[str, Any] = {}
@@ -56,10 +63,14 @@ def evaluate_splits(p: T.Prepared, model, op_cfg: dict | None = None) -> tuple[d
                 seen = {tuple(r) for r in p.raw["train"].tolist()}
                 unseen = np.array([tuple(r) not in seen for r in p.raw["test"].tolist()])
                 if unseen.any():
-                    metrics["test_unseen_inputs"] = E.regression_metrics(p.y_true[k][unseen], pred[unseen], ts["scale"])
+                    metrics["test_unseen_inputs"] = E.regression_metrics(
+                        p.y_true[k][unseen], pred[unseen], ts["scale"]
+                    )
     elif p.name == "seizure":
         op_cfg = op_cfg or {}
-        op = E.choose_threshold(p.y_true["val"], out["val"][:, 0], op_cfg.get("policy", "max_f1"), op_cfg.get("min_recall", 0.95))
+        op = E.choose_threshold(
+            p.y_true["val"], out["val"][:, 0], op_cfg.get("policy", "max_f1"), op_cfg.get("min_recall", 0.95)
+        )
         p.preprocessing["threshold"] = op
         metrics["operating_point"] = op
         for k in T.SPLITS:
@@ -81,7 +92,9 @@ def _golden_rows(p: T.Prepared, k: int = 4) -> np.ndarray:
     return p.raw["test"][idx]
 
 
-def write_report(p: T.Prepared, fitres: T.FitResult, metrics: dict, out: dict, run_dir: Path) -> dict[str, Path]:
+def write_report(
+    p: T.Prepared, fitres: T.FitResult, metrics: dict, out: dict, run_dir: Path
+) -> dict[str, Path]:
     """Plots and the history CSV; returns {file name in report/: path}."""
     rep = run_dir / "report"
     rep.mkdir(parents=True, exist_ok=True)
@@ -97,12 +110,16 @@ def write_report(p: T.Prepared, fitres: T.FitResult, metrics: dict, out: dict, r
         files["roc_test.png"] = rep / "roc_test.png"
         files["roc_val.png"] = rep / "roc_val.png"
         t = metrics["operating_point"]["value"]
-        E.plot_roc(p.y_true["test"], out["test"][:, 0], t, files["roc_test.png"], "Seizure: test ROC (grouped split)")
+        E.plot_roc(
+            p.y_true["test"], out["test"][:, 0], t, files["roc_test.png"], "Seizure: test ROC (grouped split)"
+        )
         E.plot_roc(p.y_true["val"], out["val"][:, 0], t, files["roc_val.png"], "Seizure: validation ROC")
     else:
         files["confusion_test.png"] = rep / "confusion_test.png"
         cm = metrics["test"]["confusion_matrix"]
-        E.plot_confusion(cm["matrix"], cm["labels"], files["confusion_test.png"], "Digit: test confusion matrix")
+        E.plot_confusion(
+            cm["matrix"], cm["labels"], files["confusion_test.png"], "Digit: test confusion matrix"
+        )
     return {k: v for k, v in files.items() if v.exists()}
 
 
@@ -124,14 +141,22 @@ def run_model(
     p = T.prepare(name, cfg, dataset, max_rows)
     fitres = T.fit(p, cfg, run_dir, verbose)
     metrics, out = evaluate_splits(p, fitres.model, cfg.get("operating_point"))
-    if name == "seizure" and cfg["split"].get("compare_row_split") and cfg["split"].get("strategy", "grouped") != "rows":
+    if (
+        name == "seizure"
+        and cfg["split"].get("compare_row_split")
+        and cfg["split"].get("strategy", "grouped") != "rows"
+    ):
         # The book's random row split leaks chunks of one recording into test;
         # train the same recipe on it so the README can show the difference.
         pr = T.prepare_seizure(cfg, dataset, max_rows, strategy="rows")
         fr = T.fit(pr, cfg, run_dir / "row_split", verbose)
         m_rows, _ = evaluate_splits(pr, fr.model, cfg.get("operating_point"))
-        metrics["book_row_split"] = {"test": m_rows["test"], "operating_point": m_rows["operating_point"],
-                                     "split": pr.split_info, "epochs_run": len(fr.epoch_times)}
+        metrics["book_row_split"] = {
+            "test": m_rows["test"],
+            "operating_point": m_rows["operating_point"],
+            "split": pr.split_info,
+            "epochs_run": len(fr.epoch_times),
+        }
         p.preprocessing["threshold"] = metrics["operating_point"]  # restore the grouped model's threshold
     metrics["quality_bars"] = check_bars(name, metrics["test"])
     report = write_report(p, fitres, metrics, out, run_dir)
@@ -152,15 +177,23 @@ def run_model(
         "backend": X.library_versions()["keras_backend"],
         "data": p.data_info,
         "split": p.split_info,
-        "hyperparameters": {k: cfg[k] for k in ("features", "model", "train", "split", "operating_point") if k in cfg},
+        "hyperparameters": {
+            k: cfg[k] for k in ("features", "model", "train", "split", "operating_point") if k in cfg
+        },
         "training": train_summary,
         "subsampled_max_rows": max_rows,
         "golden": golden,
     }
     test_split = {"split": p.split_info, "val_ids": p.ids["val"], "test_ids": p.ids["test"]}
     dest = X.export_bundle(
-        out_dir / name, name=name, model=fitres.model, preprocessing=p.preprocessing,
-        metrics=metrics, test_split=test_split, manifest=manifest, report_files=report,
+        out_dir / name,
+        name=name,
+        model=fitres.model,
+        preprocessing=p.preprocessing,
+        metrics=metrics,
+        test_split=test_split,
+        manifest=manifest,
+        report_files=report,
     )
     return {"model": name, "bundle": str(dest), "version": version, "metrics": metrics, **train_summary}
 

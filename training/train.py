@@ -71,7 +71,11 @@ def prepare_wine(cfg: dict, ds: D.WineData, max_rows: int | None = None) -> Prep
         "input_scaler": {**x_scaler.to_json(), "log1p": log_cols, "log1p_features": log_names},
         "target": WINE.target[0],
         "units": WINE.units,
-        "target_scaler": {"type": "standard", "mean": float(y_scaler.mean[0]), "scale": float(y_scaler.scale[0])},
+        "target_scaler": {
+            "type": "standard",
+            "mean": float(y_scaler.mean[0]),
+            "scale": float(y_scaler.scale[0]),
+        },
         "feature_ranges": _ranges(ds.x[idx["train"]]),
         "csv_columns": list(WINE.csv_columns),
     }
@@ -84,10 +88,18 @@ def prepare_wine(cfg: dict, ds: D.WineData, max_rows: int | None = None) -> Prep
         y_true={k: ds.y[v] for k, v in idx.items()},
         ids={k: v.tolist() for k, v in idx.items()},
         preprocessing=prep,
-        data_info={"dataset": "UCI Wine Quality (white)", "payload_sha256": ds.sha256, "rows": int(len(ds.y))},
-        split_info={"strategy": "random_rows", "seed": sp["seed"], "fractions": sp["fractions"],
-                    "sizes": {k: int(len(v)) for k, v in idx.items()},
-                    "id_kind": "0-based data row index in winequality-white.csv (header excluded)"},
+        data_info={
+            "dataset": "UCI Wine Quality (white)",
+            "payload_sha256": ds.sha256,
+            "rows": int(len(ds.y)),
+        },
+        split_info={
+            "strategy": "random_rows",
+            "seed": sp["seed"],
+            "fractions": sp["fractions"],
+            "sizes": {k: int(len(v)) for k, v in idx.items()},
+            "id_kind": "0-based data row index in winequality-white.csv (header excluded)",
+        },
     )
 
 
@@ -101,7 +113,9 @@ def seizure_split(cfg: dict, ds: D.SeizureData, strategy: str | None = None) -> 
     raise ValueError(f"unknown seizure split strategy {strategy!r}; use 'grouped' or 'rows'")
 
 
-def prepare_seizure(cfg: dict, ds: D.SeizureData, max_rows: int | None = None, strategy: str | None = None) -> Prepared:
+def prepare_seizure(
+    cfg: dict, ds: D.SeizureData, max_rows: int | None = None, strategy: str | None = None
+) -> Prepared:
     sp = cfg["split"]
     strategy = strategy or sp.get("strategy", "grouped")
     idx = _subsample(seizure_split(cfg, ds, strategy), max_rows, sp["seed"])
@@ -125,13 +139,21 @@ def prepare_seizure(cfg: dict, ds: D.SeizureData, max_rows: int | None = None, s
         y_true={k: ds.y[v] for k, v in idx.items()},
         ids={k: ds.ids[v].tolist() for k, v in idx.items()},
         preprocessing=prep,
-        data_info={"dataset": "UCI Epileptic Seizure Recognition", "payload_sha256": ds.sha256, "rows": int(len(ds.y)),
-                   "positive": "y == 1 (seizure); y in 2..5 negative"},
-        split_info={"strategy": strategy, "seed": sp["seed"], "fractions": sp["fractions"],
-                    "sizes": {k: int(len(v)) for k, v in idx.items()},
-                    "recordings": {k: len(g) for k, g in groups.items()},
-                    "positives": {k: int(ds.y[v].sum()) for k, v in idx.items()},
-                    "id_kind": "UCI row id (first CSV column), X<chunk>.<recording>"},
+        data_info={
+            "dataset": "UCI Epileptic Seizure Recognition",
+            "payload_sha256": ds.sha256,
+            "rows": int(len(ds.y)),
+            "positive": "y == 1 (seizure); y in 2..5 negative",
+        },
+        split_info={
+            "strategy": strategy,
+            "seed": sp["seed"],
+            "fractions": sp["fractions"],
+            "sizes": {k: int(len(v)) for k, v in idx.items()},
+            "recordings": {k: len(g) for k, g in groups.items()},
+            "positives": {k: int(ds.y[v].sum()) for k, v in idx.items()},
+            "id_kind": "UCI row id (first CSV column), X<chunk>.<recording>",
+        },
     )
 
 
@@ -154,7 +176,11 @@ def prepare_digit(cfg: dict, ds: D.MnistData, max_rows: int | None = None) -> Pr
     flat_train = ds.x_train.reshape(len(ds.x_train), -1)
     flat_test = ds.x_test.reshape(len(ds.x_test), -1)
     raw = {"train": flat_train[idx["train"]], "val": flat_train[idx["val"]], "test": flat_test[idx["test"]]}
-    labels = {"train": ds.y_train[idx["train"]], "val": ds.y_train[idx["val"]], "test": ds.y_test[idx["test"]]}
+    labels = {
+        "train": ds.y_train[idx["train"]],
+        "val": ds.y_train[idx["val"]],
+        "test": ds.y_test[idx["test"]],
+    }
     eye = np.eye(10, dtype=np.float32)
     return Prepared(
         name="digit",
@@ -164,12 +190,18 @@ def prepare_digit(cfg: dict, ds: D.MnistData, max_rows: int | None = None) -> Pr
         y_true={k: v.astype(np.int64) for k, v in labels.items()},
         ids={k: v.tolist() for k, v in idx.items()},
         preprocessing=prep,
-        data_info={"dataset": "MNIST (LeCun, Cortes, Burges)", "payload_sha256": ds.sha256,
-                   "rows": {"train": int(len(ds.y_train)), "test": int(len(ds.y_test))}},
-        split_info={"strategy": "mnist_standard_last_val", "seed": sp["seed"],
-                    "validation_size": int(sp["validation_size"]),
-                    "sizes": {k: int(len(v)) for k, v in idx.items()},
-                    "id_kind": "train/val: index into train-images; test: index into t10k-images"},
+        data_info={
+            "dataset": "MNIST (LeCun, Cortes, Burges)",
+            "payload_sha256": ds.sha256,
+            "rows": {"train": int(len(ds.y_train)), "test": int(len(ds.y_test))},
+        },
+        split_info={
+            "strategy": "mnist_standard_last_val",
+            "seed": sp["seed"],
+            "validation_size": int(sp["validation_size"]),
+            "sizes": {k: int(len(v)) for k, v in idx.items()},
+            "id_kind": "train/val: index into train-images; test: index into t10k-images",
+        },
     )
 
 
@@ -246,22 +278,33 @@ def build_callbacks(p: Prepared, train_cfg: dict, run_dir: Path, verbose: int) -
     monitor, mode = train_cfg["monitor"], train_cfg["monitor_mode"]
     cbs.append(
         keras.callbacks.ModelCheckpoint(
-            str(run_dir / "checkpoint.weights.h5"), monitor=monitor, mode=mode,
-            save_best_only=True, save_weights_only=True, verbose=0,
+            str(run_dir / "checkpoint.weights.h5"),
+            monitor=monitor,
+            mode=mode,
+            save_best_only=True,
+            save_weights_only=True,
+            verbose=0,
         )
     )
     if int(train_cfg.get("early_stopping_patience", 0)) > 0:
         cbs.append(
             keras.callbacks.EarlyStopping(
-                monitor=monitor, mode=mode, patience=int(train_cfg["early_stopping_patience"]),
-                restore_best_weights=True, verbose=min(verbose, 1),
+                monitor=monitor,
+                mode=mode,
+                patience=int(train_cfg["early_stopping_patience"]),
+                restore_best_weights=True,
+                verbose=min(verbose, 1),
             )
         )
     if int(train_cfg.get("reduce_lr_patience", 0)) > 0:
         cbs.append(
             keras.callbacks.ReduceLROnPlateau(
-                monitor=monitor, mode=mode, patience=int(train_cfg["reduce_lr_patience"]),
-                factor=float(train_cfg.get("reduce_lr_factor", 0.5)), min_lr=1e-6, verbose=0,
+                monitor=monitor,
+                mode=mode,
+                patience=int(train_cfg["reduce_lr_patience"]),
+                factor=float(train_cfg.get("reduce_lr_factor", 0.5)),
+                min_lr=1e-6,
+                verbose=0,
             )
         )
     cbs.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv")))
@@ -309,15 +352,23 @@ def fit(p: Prepared, cfg: dict, run_dir: Path, verbose: int | None = None) -> Fi
     cbs, timer = build_callbacks(p, tc, run_dir, verbose)
     t0 = time.perf_counter()
     hist = model.fit(
-        p.x["train"], p.y["train"],
+        p.x["train"],
+        p.y["train"],
         validation_data=(p.x["val"], p.y["val"]),
-        epochs=int(tc["epochs"]), batch_size=int(tc["batch_size"]),
-        shuffle=True, callbacks=cbs, verbose=verbose,
+        epochs=int(tc["epochs"]),
+        batch_size=int(tc["batch_size"]),
+        shuffle=True,
+        callbacks=cbs,
+        verbose=verbose,
     )
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     mon = history.get(tc["monitor"], [])
-    best = (int(np.argmin(mon)) if tc["monitor_mode"] == "min" else int(np.argmax(mon))) if mon else len(timer.times) - 1
+    best = (
+        (int(np.argmin(mon)) if tc["monitor_mode"] == "min" else int(np.argmax(mon)))
+        if mon
+        else len(timer.times) - 1
+    )
     if int(tc.get("early_stopping_patience", 0)) == 0 and (run_dir / "checkpoint.weights.h5").exists():
         # No early stopping to restore the best weights: take them from the checkpoint.
         model.load_weights(str(run_dir / "checkpoint.weights.h5"))

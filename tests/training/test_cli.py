@@ -39,13 +39,45 @@ def test_bad_option_values_are_clear(capsys, tmp_path):
 @pytest.mark.slow
 def test_train_then_evaluate_subprocess(tmp_path, real_data_dir, repo_root):
     env_cmd = [sys.executable, "-m", "training"]
-    r = subprocess.run([*env_cmd, "train", "wine", "--epochs", "2", "--max-rows", "300", "-q",
-                        "--data-dir", str(real_data_dir), "--out", str(tmp_path / "art"), "--runs-dir", str(tmp_path / "runs")],
-                       cwd=repo_root, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            *env_cmd,
+            "train",
+            "wine",
+            "--epochs",
+            "2",
+            "--max-rows",
+            "300",
+            "-q",
+            "--data-dir",
+            str(real_data_dir),
+            "--out",
+            str(tmp_path / "art"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "model    epochs" in r.stdout and "wine" in r.stdout
-    r = subprocess.run([*env_cmd, "evaluate", "wine", "--artifacts", str(tmp_path / "art"), "--data-dir", str(real_data_dir)],
-                       cwd=repo_root, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            *env_cmd,
+            "evaluate",
+            "wine",
+            "--artifacts",
+            str(tmp_path / "art"),
+            "--data-dir",
+            str(real_data_dir),
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
     assert res["matches_bundle"] is True and res["n_test"] == 300

@@ -16,7 +16,11 @@ from training import data as D
 
 
 def _idx(arr: np.ndarray) -> bytes:
-    return struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.astype(np.uint8).tobytes()
+    return (
+        struct.pack(">HBB", 0, 8, arr.ndim)
+        + struct.pack(f">{arr.ndim}I", *arr.shape)
+        + arr.astype(np.uint8).tobytes()
+    )
 
 
 def test_parse_idx_roundtrip():
@@ -168,7 +172,11 @@ def test_grouped_split_keeps_each_recording_on_one_side_and_is_deterministic():
         np.testing.assert_array_equal(a[k], b[k])
     assert any(not np.array_equal(a[k], c[k]) for k in a)
     sets = {k: set(groups[v]) for k, v in a.items()}
-    assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"]) and not (sets["val"] & sets["test"])
+    assert (
+        not (sets["train"] & sets["val"])
+        and not (sets["train"] & sets["test"])
+        and not (sets["val"] & sets["test"])
+    )
     assert sum(len(v) for v in a.values()) == len(groups)
     # Stratified by recording label: 20 positive recordings -> 2 in test, 2 in val.
     assert len({g for g in sets["test"] if labels[groups == g][0] == 1}) == 2
@@ -229,10 +237,14 @@ def _register(monkeypatch, dataset, name, payload):
 
 
 def test_parse_wine_csv_selects_ten_inputs_and_alcohol(tmp_path, monkeypatch):
-    header = '"fixed acidity";"volatile acidity";"citric acid";"residual sugar";"chlorides";"free sulfur dioxide";' \
-             '"total sulfur dioxide";"density";"pH";"sulphates";"alcohol";"quality"\n'
-    payload = (header + "7;0.27;0.36;20.7;0.045;45;170;1.001;3;0.45;8.8;6\n"
-               "6.3;0.3;0.34;1.6;0.049;14;132;0.994;3.3;0.49;9.5;6\n").encode()
+    header = (
+        '"fixed acidity";"volatile acidity";"citric acid";"residual sugar";"chlorides";"free sulfur dioxide";'
+        '"total sulfur dioxide";"density";"pH";"sulphates";"alcohol";"quality"\n'
+    )
+    payload = (
+        header + "7;0.27;0.36;20.7;0.045;45;170;1.001;3;0.45;8.8;6\n"
+        "6.3;0.3;0.34;1.6;0.049;14;132;0.994;3.3;0.49;9.5;6\n"
+    ).encode()
     (tmp_path / "wine").mkdir()
     (tmp_path / "wine" / "winequality-white.csv").write_bytes(payload)
     _register(monkeypatch, "wine", "winequality-white.csv", payload)
@@ -243,7 +255,10 @@ def test_parse_wine_csv_selects_ten_inputs_and_alcohol(tmp_path, monkeypatch):
 
 def test_parse_seizure_csv_binarises_and_groups(tmp_path, monkeypatch):
     cols = ",".join(f"X{i}" for i in range(1, 179))
-    rows = [f"X{c}.V1.{r},{','.join(str(v) for v in range(178))},{y}" for c, r, y in ((1, 5, 1), (2, 5, 1), (1, 7, 3))]
+    rows = [
+        f"X{c}.V1.{r},{','.join(str(v) for v in range(178))},{y}"
+        for c, r, y in ((1, 5, 1), (2, 5, 1), (1, 7, 3))
+    ]
     payload = ("," + cols + ",y\n" + "\n".join(rows) + "\n").encode()
     (tmp_path / "seizure").mkdir()
     (tmp_path / "seizure" / "epileptic_seizure_recognition.csv.gz").write_bytes(gzip.compress(payload))

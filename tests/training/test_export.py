@@ -95,8 +95,16 @@ def test_interrupted_export_leaves_no_bundle(tmp_path, monkeypatch):
 
     dest = tmp_path / "artifacts" / "wine"
     with pytest.raises(KeyboardInterrupt):
-        X.export_bundle(dest, name="wine", model=BoomModel(), preprocessing={}, metrics={}, test_split={},
-                        manifest={"version": "1"}, report_files={})
+        X.export_bundle(
+            dest,
+            name="wine",
+            model=BoomModel(),
+            preprocessing={},
+            metrics={},
+            test_split={},
+            manifest={"version": "1"},
+            report_files={},
+        )
     assert not dest.exists()
     assert os.listdir(dest.parent) == []
 
@@ -112,6 +120,14 @@ def test_interrupted_replacement_keeps_old_bundle_valid(tmp_path):
             raise OSError("disk full")
 
     with pytest.raises(OSError):
-        X.export_bundle(dest, name="wine", model=BoomModel(), preprocessing={}, metrics={}, test_split={},
-                        manifest={"version": "2"}, report_files={})
+        X.export_bundle(
+            dest,
+            name="wine",
+            model=BoomModel(),
+            preprocessing={},
+            metrics={},
+            test_split={},
+            manifest={"version": "2"},
+            report_files={},
+        )
     assert B.load_bundle(dest).version == "1"

@@ -45,7 +45,9 @@ def _check_bundle(dest, name):
     assert b.manifest["golden"], "bundle must carry golden pairs"
     for g in b.manifest["golden"]:
         row = processing.instance_to_row(name, g["input"], b.preprocessing)
-        out = np.asarray(model.predict(processing.model_input(name, np.array([row]), b.preprocessing), verbose=0))
+        out = np.asarray(
+            model.predict(processing.model_input(name, np.array([row]), b.preprocessing), verbose=0)
+        )
         np.testing.assert_allclose(out[0], g["raw_output"], rtol=1e-5, atol=1e-6)
         got = processing.postprocess(name, out, b.preprocessing)[0]
         assert set(got) == set(g["prediction"])
@@ -84,7 +86,9 @@ def test_train_export_reload_on_real_data_subset(tmp_path, name, real_data_dir):
     ds = T.load_dataset(name, real_data_dir)
     P.run_model(name, cfg, ds, tmp_path / "art", tmp_path / "runs", max_rows=400, verbose=0)
     b = _check_bundle(tmp_path / "art" / name, name)
-    assert b.manifest["data"]["payload_sha256"] == D.payload_checksums({"wine": "wine", "seizure": "seizure", "digit": "mnist"}[name])
+    assert b.manifest["data"]["payload_sha256"] == D.payload_checksums(
+        {"wine": "wine", "seizure": "seizure", "digit": "mnist"}[name]
+    )
     if name == "seizure":
         assert "book_row_split" in b.metrics  # the comparison run on the book's row split
         split = b.manifest["split"]
