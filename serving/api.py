@@ -276,7 +276,11 @@ def readyz() -> Response:
         for s in svc.registry.states.values()
     }
     if svc.registry.all_ready:
-        return _json({"status": "ready", "models": models})
+        lagging = svc.metrics.cluster_not_ready(svc.settings.workers)
+        if lagging is None:
+            return _json({"status": "ready", "models": models})
+        return problem_response(503, "not-ready", f"not ready: {lagging}", extra={"models": models},
+                                headers={"Retry-After": "2"})  # fmt: skip
     reasons = "; ".join(f"{n}: {m['status']}" + (f" ({m['reason']})" if m["reason"] else "") for n, m in models.items()
                         if m["status"] != "ready")  # fmt: skip
     loading = any(m["status"] in ("pending", "loading") for m in models.values())

@@ -217,6 +217,37 @@ class Metrics:
         if ready and version is not None:
             self.model_info.labels(name, version, sha256 or "").set(1)
 
+    def cluster_not_ready(self, expected_workers: int) -> str | None:
+        """Why not every Gunicorn worker is ready yet, or None (single-process: always None).
+
+        /readyz is answered by whichever worker takes the request; without this
+        a pod could turn ready while its other workers still return 503.
+        Each worker writes ``model_ready`` (0 until loaded) to its own file in
+        the multi-process directory, so the files tell how many workers have
+        started and the livemin aggregate whether all of them are ready.
+        """
+        if not self.multiprocess:
+            return None
+        import glob
+
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        started = len(glob.glob(os.path.join(multiprocess_dir() or "", "gauge_livemin_*.db")))
+        if started < expected_workers:
+            return f"{started} of {expected_workers} workers have started"
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        ready = {
+            s.labels.get("model"): s.value
+            for metric in registry.collect()
+            if metric.name == "model_ready"
+            for s in metric.samples
+        }
+        behind = sorted(m for m in MODEL_NAMES if ready.get(m, 0) < 1)
+        if behind:
+            return f"not loaded in every worker yet: {', '.join(behind)}"
+        return None
+
     # ------------------------------------------------------------------- scrape
 
     def render(self) -> tuple[bytes, str]:

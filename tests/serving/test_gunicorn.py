@@ -115,7 +115,7 @@ class Server:
             except OSError:
                 time.sleep(0.05)
                 continue
-            if len(self.ready_pids()) >= self.workers and ready == 200:
+            if ready == 200:  # /readyz must only say 200 once *every* worker can serve
                 return
             time.sleep(0.05)
         raise AssertionError(f"not ready after {START_TIMEOUT}s:\n{self.log()}")
@@ -173,6 +173,10 @@ def server(tmp_path_factory):
     )
     try:
         srv.start()
+        # Right after the first 200 from /readyz, every worker must already serve
+        # (each call is a new connection, so both workers take some).
+        instance = json.loads((REPO_ROOT / "examples" / "wine.json").read_text())
+        srv.after_ready = [post(srv.port, "/predict/wine", instance)[0] for _ in range(16)]
         yield srv
     finally:
         srv.stop()
@@ -196,12 +200,17 @@ def metric(text: str, name: str, **labels) -> float:
 
 
 def test_readiness_before_and_after_load(server):
+    assert server.after_ready == [200] * 16, "a worker answered 503 after /readyz said ready"
     first = server.startup[0]
     assert first[3] == 200, "liveness must answer while models load"
     assert first[2] == 503, f"first /readyz should be 503 while loading, got {server.startup[:3]}"
     assert server.startup[-1][2] == 200
     body = json.loads(call(server.port, "GET", "/readyz")[2])
     assert body["status"] == "ready"
+    for _ in range(50):  # the "ready" log line may trail the gauge update by a moment
+        if len(server.ready_pids()) == 2:
+            break
+        time.sleep(0.1)
     assert len(server.ready_pids()) == 2  # each worker loaded and self-tested its own models
     loads = [r for r in server.lines() if r.get("event") == "model_ready"]
     assert {(r["pid"], r["model"]) for r in loads} == {
