@@ -6,8 +6,6 @@ Kept separate from the CLI so tests can drive it with synthetic datasets.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -196,11 +194,3 @@ def run_model(
         report_files=report,
     )
     return {"model": name, "bundle": str(dest), "version": version, "metrics": metrics, **train_summary}
-
-
-def scratch_runs_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="dlqr-runs-"))
-
-
-def remove_checkpoints(runs_dir: Path) -> None:
-    shutil.rmtree(runs_dir, ignore_errors=True)

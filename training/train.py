@@ -338,8 +338,6 @@ class FitResult:
 
 def fit(p: Prepared, cfg: dict, run_dir: Path, verbose: int | None = None) -> FitResult:
     """Build, compile and train the model; return it with the best weights restored."""
-    import keras
-
     from training.models import build_model, compile_model
 
     tc = cfg["train"]
@@ -372,5 +370,4 @@ def fit(p: Prepared, cfg: dict, run_dir: Path, verbose: int | None = None) -> Fi
     if int(tc.get("early_stopping_patience", 0)) == 0 and (run_dir / "checkpoint.weights.h5").exists():
         # No early stopping to restore the best weights: take them from the checkpoint.
         model.load_weights(str(run_dir / "checkpoint.weights.h5"))
-    del keras
     return FitResult(model, history, timer.times, best, seconds)

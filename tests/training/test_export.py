@@ -83,9 +83,16 @@ def test_replacing_a_bundle_keeps_the_old_one_until_the_new_is_sealed(tmp_path):
     assert [p.name for p in dest.parent.iterdir()] == ["wine"]  # no temp dirs left behind
 
 
+def _export_with(model, dest, version: str):
+    """export_bundle with empty documents: enough to exercise the staging/rename logic."""
+    from training import export as X
+
+    return X.export_bundle(dest, name="wine", model=model, preprocessing={}, metrics={}, test_split={},
+                           manifest={"version": version}, report_files={})  # fmt: skip
+
+
 def test_interrupted_export_leaves_no_bundle(tmp_path, monkeypatch):
     """A crash half-way through export_bundle leaves neither a bundle nor a staging dir."""
-    from training import export as X
 
     class BoomModel:
         def save(self, path, include_optimizer=False):
@@ -95,22 +102,12 @@ def test_interrupted_export_leaves_no_bundle(tmp_path, monkeypatch):
 
     dest = tmp_path / "artifacts" / "wine"
     with pytest.raises(KeyboardInterrupt):
-        X.export_bundle(
-            dest,
-            name="wine",
-            model=BoomModel(),
-            preprocessing={},
-            metrics={},
-            test_split={},
-            manifest={"version": "1"},
-            report_files={},
-        )
+        _export_with(BoomModel(), dest, "1")
     assert not dest.exists()
     assert os.listdir(dest.parent) == []
 
 
 def test_interrupted_replacement_keeps_old_bundle_valid(tmp_path):
-    from training import export as X
 
     st, dest = _staging(tmp_path)
     B.write_bundle(st, dest, {"model": "wine", "version": "1"})
@@ -120,14 +117,5 @@ def test_interrupted_replacement_keeps_old_bundle_valid(tmp_path):
             raise OSError("disk full")
 
     with pytest.raises(OSError):
-        X.export_bundle(
-            dest,
-            name="wine",
-            model=BoomModel(),
-            preprocessing={},
-            metrics={},
-            test_split={},
-            manifest={"version": "2"},
-            report_files={},
-        )
+        _export_with(BoomModel(), dest, "2")
     assert B.load_bundle(dest).version == "1"
