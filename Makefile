@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# A serving-only install (no TensorFlow/Keras): enough for `make serve`.
+SERVE_STAMP := $(VENV)/.installed-serve
 # Real datasets: ../shared/data beside the checkout when present, else download + verify.
 DATA_DIR ?= $(shell [ -d ../shared/data ] && echo ../shared/data)
 DATA_ARG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
@@ -13,7 +15,7 @@ DOCKER_BUILD_ARGS = --build-arg VERSION=$(IMAGE_VERSION) \
 	--build-arg BUILD_DATE=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
 .DEFAULT_GOAL := help
-.PHONY: help install train serve test test-fast bench lint tensorboard docker-serve docker-train clean
+.PHONY: help install install-serve train serve test test-fast bench lint tensorboard docker-serve docker-train clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,14 +24,22 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[cpu,train,dev]"
+	touch $(SERVE_STAMP) $@
+
+$(SERVE_STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e .
 	touch $@
 
 install: $(STAMP) ## create .venv and install the package with CPU TensorFlow, training and dev extras
 
+install-serve: $(SERVE_STAMP) ## create .venv with the serving runtime only (ONNX Runtime, no TensorFlow)
+
 train: $(STAMP) ## train all three models on the real data and export bundles to artifacts/
 	$(PY) -m training train all $(DATA_ARG)
 
-serve: $(STAMP) ## serve the committed bundles with Gunicorn on port 8000 (Ctrl-C stops)
+serve: $(SERVE_STAMP) ## serve the committed bundles with Gunicorn on port 8000 (Ctrl-C stops)
 	exec $(VENV)/bin/gunicorn --config serving/gunicorn.conf.py serving.wsgi:app
 
 test: $(STAMP) ## run the whole test suite (what CI runs)
@@ -38,12 +48,12 @@ test: $(STAMP) ## run the whole test suite (what CI runs)
 test-fast: $(STAMP) ## tests without the slow/integration ones
 	$(PY) -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
 
-bench: $(STAMP) ## start Gunicorn like `make serve` and benchmark it (prints one table)
-	$(PY) scripts/bench.py
+bench: $(STAMP) ## start Gunicorn like `make serve` and benchmark it against floor/naive servers (one table)
+	$(PY) scripts/bench.py --install-size
 
 lint: $(STAMP) ## ruff + hadolint
-	$(VENV)/bin/ruff check training serving tests scripts deploy
-	$(VENV)/bin/ruff format --check training serving tests scripts deploy
+	$(VENV)/bin/ruff check dlqr training serving tests scripts deploy
+	$(VENV)/bin/ruff format --check dlqr training serving tests scripts deploy
 	$(VENV)/bin/hadolint --failure-threshold info Dockerfile.serve Dockerfile.gpu
 
 tensorboard: $(STAMP) ## open TensorBoard on every training run in runs/

@@ -4,8 +4,9 @@ Both run under the same Gunicorn config as the real service:
 
 - ``floor_app()``: Flask parses the same JSON body and returns a constant.
   Nothing can be faster with this stack; the service is measured against it.
-- ``naive_app()``: what tutorials do: Flask + ``model.predict`` on every request
-  (no validation, no fast path), over the same bundles.
+- ``naive_app()``: what tutorials do: Flask + Keras ``model.predict`` on every
+  request over the same bundles' ``model.h5`` (needs Keras/TensorFlow installed;
+  the service itself runs ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -45,25 +46,28 @@ def naive_app() -> Flask:
     prepare_process_env()
     import keras
     import numpy as np
+    from pydantic import TypeAdapter
 
-    from serving import processing
-    from serving.bundle import load_bundle
+    from dlqr import card as cards
+    from dlqr import processing
+    from dlqr.bundle import load_bundle
 
     root = Path(os.environ.get("DLQR_ARTIFACTS_DIR") or Path(__file__).resolve().parents[1] / "artifacts")
     models = {}
-    for name in ("wine", "seizure", "digit"):
-        b = load_bundle(root / name, name)
-        models[name] = (keras.saving.load_model(str(b.model_path), compile=False), b.preprocessing, b.version)
+    for card in cards.all_cards():
+        b = load_bundle(root / card.name, card.name)
+        km = keras.saving.load_model(str(b.model_path), compile=False)
+        models[card.name] = (card, TypeAdapter(card.instance), km, b.preprocessing, b.version)
     app = Flask("naive")
 
     @app.post("/predict/<name>")
     def predict(name: str) -> Response:
-        model, prep, version = models[name]
+        card, adapter, model, prep, version = models[name]
         body = request.get_json()
-        instances = body.get("instances", [body])
-        raw = np.array([processing.instance_to_row(name, i, prep) for i in instances])
-        out = model.predict(processing.model_input(name, raw, prep), verbose=0)
-        preds = processing.postprocess(name, out, prep)
+        instances = [adapter.validate_python(i) for i in body.get("instances", [body])]
+        raw = card.rows(instances, prep["features"])
+        out = np.asarray(model.predict(processing.model_input(raw, prep), verbose=0), dtype=np.float64)
+        preds = card.task.postprocessor(prep)(out)
         return Response(
             json.dumps({"model": name, "version": version, "predictions": preds}),
             content_type="application/json",

@@ -5,9 +5,10 @@ access-log line, request metrics) is :mod:`serving.observability`, installed
 by :func:`init_app`.
 
 The predict path is kept lean because it is the throughput bottleneck: one
-pydantic-core pass parses and validates the body, the network is the NumPy
-fast path, post-processing is specialised per model, and the response is
-serialised once with a prebuilt JSON encoder.
+pydantic-core pass parses and validates the body, the network runs in ONNX
+Runtime, post-processing is the task's closure specialised per bundle, and the
+response is serialised once with a prebuilt JSON encoder. Nothing here knows a
+model by name: every per-model fact comes from its card.
 """
 
 from __future__ import annotations
@@ -22,17 +23,14 @@ from pydantic import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from serving.errors import ProblemError, problem_response
-from serving.images import ImageError, image_to_pixels
 from serving.logs import AccessLog
 from serving.metrics import Metrics
 from serving.observability import BATCH_KEY, MODEL_KEY
 from serving.registry import ModelState, Registry
-from serving.schemas import OUTPUT_DESCRIPTIONS, PREDICTION_TYPES, ModelSchemas, field_errors, instance_rows
+from serving.schemas import ModelSchemas
 from serving.settings import Settings
-from serving.spec import MODEL_NAMES, TASKS
 
 JSON_TYPES = ("application/json",)
-IMAGE_TYPES = ("image/png", "image/jpeg")
 
 
 @dataclass
@@ -61,7 +59,7 @@ def _json_body_type(mimetype: str) -> bool:
     return mimetype in JSON_TYPES or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
-def _validation_problem(exc: ValidationError, max_batch: int) -> ProblemError:
+def _validation_problem(exc: ValidationError, schemas: ModelSchemas) -> ProblemError:
     raw = exc.errors(include_url=False, include_input=False)
     for err in raw:
         if err["type"] == "json_invalid":
@@ -76,9 +74,10 @@ def _validation_problem(exc: ValidationError, max_batch: int) -> ProblemError:
             return ProblemError(
                 413,
                 "batch-too-large",
-                f"batch of {n} instances exceeds the limit of {max_batch} (DLQR_MAX_BATCH); split the request",
+                f"batch of {n} instances exceeds the limit of {schemas.max_batch} (DLQR_MAX_BATCH); "
+                "split the request",
             )
-    errors = field_errors(exc)
+    errors = schemas.field_errors(exc)
     first = errors[0]
     where = "/".join(str(p) for p in first["loc"]) or "body"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
@@ -119,7 +118,12 @@ def _read_body(req: Any, limit: int) -> bytes:
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
-@bp.post("/predict/<name>")
+def _unknown_model(svc: Service, name: str) -> ProblemError:
+    return ProblemError(
+        404, "unknown-model", f"unknown model {name!r}; available: {', '.join(svc.registry.names)}"
+    )
+
+
 def predict(name: str) -> Response:
     """Predict one instance or a batch; see the module docstring and /docs."""
     svc = service()
@@ -127,14 +131,14 @@ def predict(name: str) -> Response:
     environ = req.environ
     state = svc.registry.states.get(name)
     if state is None:
-        raise ProblemError(
-            404, "unknown-model", f"unknown model {name!r}; available: {', '.join(svc.registry.names)}"
-        )
+        raise _unknown_model(svc, name)
+    schemas = svc.schemas[name]
+    card = schemas.card
     environ[MODEL_KEY] = name
     mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-    is_image = mimetype in IMAGE_TYPES
-    if not (_json_body_type(mimetype) or (is_image and name == "digit")):
-        accepted = "application/json" + (", image/png or image/jpeg" if name == "digit" else "")
+    decoder = card.media.get(mimetype)
+    if decoder is None and not _json_body_type(mimetype):
+        accepted = ", ".join(("application/json", *card.media))
         raise ProblemError(
             415, "unsupported-media-type",
             f"Content-Type {mimetype or '(none)'!r} is not accepted by /predict/{name}; send {accepted}",
@@ -146,23 +150,24 @@ def predict(name: str) -> Response:
     body = _read_body(req, svc.settings.max_body_bytes)
     if not body:
         raise ProblemError(400, "bad-request", "request body is empty")
-    if is_image:
+    if decoder is not None:
         try:
-            raw = image_to_pixels(body, svc.settings.max_image_pixels).reshape(1, -1).astype(np.float64)
-        except ImageError as exc:
+            raw = decoder(body, svc.validation_context)
+        except (
+            ValueError
+        ) as exc:  # the decoders' errors (e.g. ImageError) are ValueErrors with a client message
             raise ProblemError(
                 422,
                 "validation-error",
                 f"body: {exc}",
-                errors=[{"loc": ["body"], "msg": str(exc), "type": "image_invalid"}],
+                errors=[{"loc": ["body"], "msg": str(exc), "type": "media_invalid"}],
             ) from None
     else:
-        schemas = svc.schemas[name]
         try:
             instances = schemas.parse(body, svc.validation_context)
         except ValidationError as exc:
-            raise _validation_problem(exc, schemas.max_batch) from None
-        raw = instance_rows(name, instances, model.features)
+            raise _validation_problem(exc, schemas) from None
+        raw = card.rows(instances, model.features)
     n = len(raw)
     environ[BATCH_KEY] = n
     svc.metrics.observe_ranges(name, model.features, raw, model.range_min, model.range_max)
@@ -172,7 +177,7 @@ def predict(name: str) -> Response:
         raise ProblemError(422, "validation-error", "the input drives the model to a non-finite output",
                            errors=[{"loc": [], "msg": "non-finite model output", "type": "non_finite_output"}])  # fmt: skip
     preds = model.postprocess(outputs)
-    svc.metrics.observe_prediction(name, n, seconds, outputs, preds)
+    svc.metrics.observe_prediction(name, n, seconds, preds)
     return Response(
         _encode({"model": name, "version": model.version, "predictions": preds}),
         content_type="application/json",
@@ -189,10 +194,13 @@ def _json(obj: Any, status: int = 200) -> Response:
 def model_summary(svc: Service, state: ModelState, detail: bool = False) -> dict[str, Any]:
     """Public description of one model (``/models`` and ``/models/<name>``)."""
     name = state.name
+    schemas = svc.schemas[name]
+    card = schemas.card
     bundle = state.bundle
     out: dict[str, Any] = {
         "name": name,
-        "task": TASKS[name],
+        "title": card.title,
+        "task": card.task.kind,
         "endpoint": f"/predict/{name}",
         "status": state.status,
         "ready": state.ready,
@@ -206,31 +214,27 @@ def model_summary(svc: Service, state: ModelState, detail: bool = False) -> dict
             git_commit=man.get("git_commit"),
             backend=man.get("backend"),
             model_sha256=bundle.model_sha256,
+            onnx_sha256=bundle.onnx_sha256,
             bundle_sha256=man.get("files"),
             test_metrics=_scalar_metrics(bundle.metrics.get("test", {})),
         )
-        prep = bundle.preprocessing
-        if name == "seizure":
-            out["threshold"] = prep.get("threshold")
+        if "threshold" in bundle.preprocessing:
+            out["threshold"] = bundle.preprocessing["threshold"]
     if not detail:
         return out
-    schemas = svc.schemas[name]
+    out["description"] = card.description
     out["input_schema"] = schemas.instance_adapter.json_schema()
+    out["media_types"] = ["application/json", *card.media]
     out["max_batch"] = schemas.max_batch
-    out["output"] = {
-        "description": OUTPUT_DESCRIPTIONS[name],
-        "schema": PREDICTION_TYPES[name].model_json_schema(),
-    }
+    out["output"] = {"description": card.task.describe(), "schema": schemas.prediction.model_json_schema()}
+    out.update(card.extra)
     if bundle is not None:
         prep = bundle.preprocessing
         out["features"] = prep.get("features")
         out["feature_ranges"] = prep.get("feature_ranges")
-        for key in ("class_labels", "target", "units", "image_shape"):
-            if key in prep:
-                out[key] = prep[key]
         out["metrics"] = bundle.metrics
     if state.model is not None:
-        out["layers"] = state.model.layers
+        out["runtime"] = state.model.runtime
         out["selftest"] = state.model.selftest
         out["load_seconds"] = round(state.model.load_seconds, 3)
     return out
@@ -247,14 +251,11 @@ def list_models() -> Response:
     return _json({"models": [model_summary(svc, s) for s in svc.registry.states.values()]})
 
 
-@bp.get("/models/<name>")
 def get_model(name: str) -> Response:
     svc = service()
     state = svc.registry.states.get(name)
     if state is None:
-        raise ProblemError(
-            404, "unknown-model", f"unknown model {name!r}; available: {', '.join(svc.registry.names)}"
-        )
+        raise _unknown_model(svc, name)
     return _json(model_summary(svc, state, detail=True))
 
 
@@ -288,29 +289,30 @@ def readyz() -> Response:
                             headers={"Retry-After": "5"} if loading else None)  # fmt: skip
 
 
-# --------------------------------------------------------------- per request
-
-_STATIC_ENDPOINTS = frozenset({"/healthz", "/readyz", "/models", "/metrics", "/openapi.json", "/docs"})
-
-
-def endpoint_label(path: str, status: int) -> str:
-    """Bounded ``endpoint`` label: the route, with the model name only when it is a real model."""
-    if path in _STATIC_ENDPOINTS:
-        return path
-    for prefix in ("/predict/", "/models/"):
-        if path.startswith(prefix):
-            name = path[len(prefix) :]
-            return path if name in MODEL_NAMES else prefix + "<name>"
-    return "unmatched"  # never the raw path: random 404 paths must not create series
+# --------------------------------------------------------------- registration
 
 
 def init_app(app: Flask) -> None:
-    """Register the blueprint and the request-id / access-log / metrics middleware."""
-    from serving.observability import RequestObservability
+    """Register the blueprint, one predict and one model route per served card, and the
+    request-id / access-log / metrics middleware."""
+    from serving.observability import RequestObservability, record_url_rule
 
-    app.register_blueprint(bp)
     svc = app.extensions["dlqr"]
-    app.wsgi_app = RequestObservability(app.wsgi_app, svc.metrics, svc.access_log, endpoint_label)
+    # One rule per model: the matched rule is the bounded ``endpoint`` metric label
+    # ("/predict/wine"), and a route exists exactly for each registered card.
+    for name in svc.registry.names:
+        app.add_url_rule(
+            f"/predict/{name}", f"predict_{name}", predict, methods=["POST"], defaults={"name": name}
+        )
+        app.add_url_rule(
+            f"/models/{name}", f"model_{name}", get_model, methods=["GET"], defaults={"name": name}
+        )
+    # Any other name: a 404 problem naming the models that exist.
+    app.add_url_rule("/predict/<name>", "predict_unknown", predict, methods=["POST"])
+    app.add_url_rule("/models/<name>", "model_unknown", get_model, methods=["GET"])
+    app.register_blueprint(bp)
+    record_url_rule(app)
+    app.wsgi_app = RequestObservability(app.wsgi_app, svc.metrics, svc.access_log)
 
 
-__all__ = ["MODEL_NAMES", "Service", "bp", "init_app", "model_summary"]
+__all__ = ["Service", "init_app", "model_summary"]

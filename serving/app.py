@@ -1,18 +1,19 @@
 """Application factory: ``create_app(config=None)``.
 
 Wires settings, JSON logging, error handlers, metrics, the model registry,
-the API routes and the docs, each through a small ``init_app``. Nothing heavy
-runs at import: Keras is only imported by the registry's loader, which by
-default runs in a background thread started here, i.e. in each Gunicorn worker
-after fork. ``/healthz`` therefore answers immediately and ``/readyz`` turns
-200 once every bundle is verified, loaded and self-tested.
+the API routes and the docs, each through a small ``init_app``; everything
+per model comes from the registered cards (:mod:`dlqr.card`). Nothing heavy
+runs at import. By default the models are verified, loaded into ONNX Runtime
+and self-tested right here, synchronously: under Gunicorn that is in each
+worker after fork and before it accepts its first connection, so a worker
+that takes requests can always answer them (a replaced worker never answers
+503 for loading while another could serve).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import fields
 from importlib import metadata
 from typing import Any
 
@@ -22,20 +23,21 @@ from serving.runtime import prepare_process_env
 from serving.settings import Settings, SettingsError
 
 #: Extra config keys (besides upper-cased Settings fields such as ARTIFACTS_DIR, MAX_BATCH):
-#: SETTINGS: a ready Settings object; MODEL_LOADING: "background" (default), "sync" or "none";
-#: MODELS: names to load (default all three).
+#: SETTINGS: a ready Settings object; MODEL_LOADING: "sync" (default), "background" or "none";
+#: MODELS: names to serve (default DLQR_MODELS, else every registered card).
 LOADING_MODES = ("background", "sync", "none")
 
 
 def _settings(config: Mapping[str, Any]) -> Settings:
     if isinstance(config.get("SETTINGS"), Settings):
         return config["SETTINGS"]
-    names = {f.name for f in fields(Settings)}
-    overrides = {k.lower(): v for k, v in config.items() if k.lower() in names}
+    overrides = {k.lower(): v for k, v in config.items() if k.lower() in Settings.model_fields}
     if "artifacts_dir" in overrides:
         from pathlib import Path
 
         overrides["artifacts_dir"] = Path(overrides["artifacts_dir"])
+    if isinstance(overrides.get("models"), list | tuple):  # MODELS=("wine", ...) as documented above
+        overrides["models"] = ",".join(overrides["models"])
     return Settings.from_env(**overrides)
 
 
@@ -52,14 +54,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     config = dict(config or {})
     settings = _settings(config)
     settings.check_artifacts_dir()
-    mode = config.get("MODEL_LOADING", "background")
+    mode = config.get("MODEL_LOADING", "sync")
     if mode not in LOADING_MODES:
         raise SettingsError(f"MODEL_LOADING={mode!r}: must be one of {', '.join(LOADING_MODES)}")
 
+    from dlqr import card as cards
     from serving import api, errors, logs, metrics, openapi
     from serving.registry import Registry
     from serving.schemas import build_schemas
-    from serving.spec import MODEL_NAMES
 
     logs.configure(settings.log_level)
     app = Flask("serving")
@@ -68,21 +70,31 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         JSON_SORT_KEYS=False,
         DLQR_SETTINGS=settings,
     )
+    names = tuple(config.get("MODELS") or settings.model_names or cards.names())
+    try:
+        served = tuple(cards.get(n) for n in names)
+    except cards.UnknownModel as exc:
+        raise SettingsError(
+            f"DLQR_MODELS={','.join(names)!r}: no model card named {exc.args[0]!r} "
+            f"(registered: {', '.join(cards.names())})"
+        ) from None
     errors.init_app(app)
-    met = metrics.init_app(app)
-    schemas = build_schemas(settings.max_batch)
+    met = metrics.init_app(app, served)
+    schemas = build_schemas(served, settings.max_batch)
 
     def on_change(state) -> None:
         if state.ready:
-            met.set_model_state(state.name, True, state.model.version, state.model.bundle.model_sha256)
+            met.set_model_state(state.name, True, state.model.version, state.model.bundle.onnx_sha256)
         else:
             met.set_model_state(state.name, False)
 
     registry = Registry(
         settings.artifacts_dir,
-        validators={n: schemas[n].instance_adapter.validate_python for n in MODEL_NAMES},
-        names=config.get("MODELS", MODEL_NAMES),
+        validators={n: schemas[n].instance_adapter.validate_python for n in names},
+        names=names,
         on_change=on_change,
+        intra_op_threads=settings.ort_threads,
+        keras_check=settings.keras_crosscheck,
     )
     app.extensions["dlqr"] = api.Service(
         settings=settings,

@@ -9,7 +9,9 @@ anything imports ``prometheus_client`` (which reads it at import time): a
 private temporary directory when ``PROMETHEUS_MULTIPROC_DIR`` is unset
 (removed on exit), otherwise the given one, emptied of stale files at start.
 Models are loaded in each worker after fork (``preload_app = False``), never
-in the master.
+in the master, and before the worker accepts its first connection (the app
+factory loads them synchronously): a replaced worker (crash, ``max_requests``,
+HUP) takes no request it could not answer.
 """
 
 import os

@@ -18,13 +18,13 @@ Metric names are a contract with the alert rules in ``deploy/``; see
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from flask import Flask, Response
 
-from serving.spec import DIGIT, MODEL_NAMES
+from dlqr.card import ModelCard
 
 #: Request latency: 0.5 ms .. 5 s.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -45,12 +45,14 @@ INFERENCE_BUCKETS = (
     1.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-#: One histogram for both predicted quantities (each model only fills its own range):
-#: seizure probability in [0, 1] and wine alcohol in % vol (white wines: ~8-14.2).
-PREDICTED_VALUE_BUCKETS = (
-    0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0,
-    8.0, 8.5, 9.0, 9.5, 10.0, 10.5, 11.0, 11.5, 12.0, 12.5, 13.0, 13.5, 14.0, 15.0,
-)  # fmt: skip
+
+
+def predicted_value_buckets(cards: Sequence[ModelCard]) -> tuple[float, ...]:
+    """One histogram serves every model's scalar prediction (a binary probability, a
+    regression value), so its buckets are the union of what the served tasks declare;
+    each model only fills its own range."""
+    bounds = {b for c in cards for b in (c.task.value_buckets or ())}
+    return tuple(sorted(bounds)) or (0.5, 1.0)
 
 
 def multiprocess_dir() -> str | None:
@@ -60,7 +62,7 @@ def multiprocess_dir() -> str | None:
 class Metrics:
     """All service metrics; label children for the hot path are resolved once."""
 
-    def __init__(self) -> None:
+    def __init__(self, cards: Sequence[ModelCard]) -> None:
         mp_dir = multiprocess_dir()
         if mp_dir:
             os.makedirs(mp_dir, exist_ok=True)
@@ -99,15 +101,15 @@ class Metrics:
         )
         self.predictions = Counter(
             "model_predictions",
-            "Predictions by outcome: seizure positive/negative, digit class 0-9, wine 'value'.",
+            "Predictions by outcome: binary positive/negative, multiclass class label, regression 'value'.",
             ["model", "outcome"],
             **reg,
         )
         self.predicted_value = Histogram(
             "model_predicted_value",
-            "Predicted value: wine alcohol in % vol; seizure probability.",
+            "Predicted scalar: regression value in its units; binary probability.",
             ["model"],
-            buckets=PREDICTED_VALUE_BUCKETS,
+            buckets=predicted_value_buckets(cards),
             **reg,
         )
         self.out_of_range = Counter(
@@ -117,7 +119,7 @@ class Metrics:
             **reg,
         )
         self.model_info = Gauge(
-            "model_info", "Loaded bundle (value 1) by model, version and model.h5 sha256.",
+            "model_info", "Loaded bundle (value 1) by model, version and the served model.onnx sha256.",
             ["model", "version", "sha256"], multiprocess_mode="livemax", **reg,
         )  # fmt: skip
         self.model_ready = Gauge(
@@ -128,22 +130,22 @@ class Metrics:
             **reg,
         )
         self._req_children: dict[tuple[str, str, str], Any] = {}
+        self.names = tuple(c.name for c in cards)
+        self._tasks = {c.name: c.task for c in cards}
         self._per_model = {
-            name: {
-                "duration": self.request_duration.labels(name),
-                "inference": self.inference.labels(name),
-                "batch": self.batch_size.labels(name),
-                # digit has no scalar prediction: no empty model_predicted_value{model="digit"} series
-                "value": self.predicted_value.labels(name) if name != "digit" else None,
+            c.name: {
+                "duration": self.request_duration.labels(c.name),
+                "inference": self.inference.labels(c.name),
+                "batch": self.batch_size.labels(c.name),
+                # no empty model_predicted_value series for a task without a scalar value
+                "value": self.predicted_value.labels(c.name) if c.task.value_buckets else None,
             }
-            for name in MODEL_NAMES
+            for c in cards
         }
         self._outcomes = {
-            "wine": {"value": self.predictions.labels("wine", "value")},
-            "seizure": {k: self.predictions.labels("seizure", k) for k in ("positive", "negative")},
-            "digit": {k: self.predictions.labels("digit", k) for k in DIGIT.class_labels},
+            c.name: {k: self.predictions.labels(c.name, k) for k in c.task.outcome_labels()} for c in cards
         }
-        for name in MODEL_NAMES:
+        for name in self.names:
             self.model_ready.labels(name).set(0)
 
     # ----------------------------------------------------------------- hot path
@@ -179,26 +181,17 @@ class Metrics:
         if model is not None:
             self._per_model[model]["duration"].observe(seconds)
 
-    def observe_prediction(
-        self, model: str, batch: int, inference_seconds: float, outputs: np.ndarray, preds: list[dict]
-    ) -> None:
+    def observe_prediction(self, model: str, batch: int, inference_seconds: float, preds: list[dict]) -> None:
         m = self._per_model[model]
         m["batch"].observe(batch)
         m["inference"].observe(inference_seconds)
+        task = self._tasks[model]
         outcomes = self._outcomes[model]
-        if model == "wine":
-            outcomes["value"].inc(batch)
-            self.observe_many(m["value"], [p["alcohol"] for p in preds])
-        elif model == "seizure":
-            positives = sum(1 for p in preds if p["seizure"])
-            if positives:
-                outcomes["positive"].inc(positives)
-            if batch - positives:
-                outcomes["negative"].inc(batch - positives)
-            self.observe_many(m["value"], [p["probability"] for p in preds])
-        else:
-            for digit, count in Counter(p["digit"] for p in preds).items():
-                outcomes[DIGIT.class_labels[digit]].inc(count)
+        for label, count in task.outcomes(preds).items():
+            if count:
+                outcomes[label].inc(count)
+        if m["value"] is not None:
+            self.observe_many(m["value"], task.values(preds) or [])
 
     def observe_ranges(self, model: str, features: tuple[str, ...], raw: np.ndarray, lo, hi) -> None:
         """Count every input value outside the training range, per feature."""
@@ -243,7 +236,7 @@ class Metrics:
             if metric.name == "model_ready"
             for s in metric.samples
         }
-        behind = sorted(m for m in MODEL_NAMES if ready.get(m, 0) < 1)
+        behind = sorted(m for m in self.names if ready.get(m, 0) < 1)
         if behind:
             return f"not loaded in every worker yet: {', '.join(behind)}"
         return None
@@ -262,9 +255,9 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-def init_app(app: Flask) -> Metrics:
-    """Create the metrics and the GET /metrics route."""
-    metrics = Metrics()
+def init_app(app: Flask, cards: Sequence[ModelCard]) -> Metrics:
+    """Create the metrics for the served models and the GET /metrics route."""
+    metrics = Metrics(cards)
     app.extensions["dlqr_metrics"] = metrics
 
     def scrape() -> Response:

@@ -5,7 +5,9 @@ Every response (including 404/405 from routing and 500s) gets an
 ``X-Content-Type-Options: nosniff``, one JSON ``request`` log line and a
 ``http_requests_total`` sample; /predict requests also feed the per-model
 latency histogram. Views pass the model and batch size through the WSGI
-environ (``dlqr.model``, ``dlqr.batch_size``).
+environ (``dlqr.model``, ``dlqr.batch_size``); the ``endpoint`` label is the URL rule Flask matched
+(``dlqr.endpoint``, set by :func:`record_url_rule`), so it is bounded by the
+routes that exist and random paths cannot create series.
 
 Doing this around Flask rather than in ``before_request``/``after_request``
 hooks saves the hook dispatch and context-local lookups on every request,
@@ -25,6 +27,7 @@ from serving.metrics import Metrics
 
 REQUEST_ID_KEY = "dlqr.request_id"
 MODEL_KEY = "dlqr.model"
+ENDPOINT_KEY = "dlqr.endpoint"
 BATCH_KEY = "dlqr.batch_size"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 
@@ -33,20 +36,34 @@ def new_request_id() -> str:
     return os.urandom(16).hex()
 
 
-class RequestObservability:
-    """WSGI middleware; ``endpoint_label(path, status)`` maps a path to a bounded metric label."""
+def record_url_rule(flask_app: Any) -> None:
+    """Store the matched URL rule (or, for a 405, the rule the path matched) in the WSGI environ."""
+    from flask import request
+    from werkzeug.exceptions import MethodNotAllowed
 
-    def __init__(
-        self,
-        app: Callable,
-        metrics: Metrics,
-        access_log: AccessLog,
-        endpoint_label: Callable[[str, int], str],
-    ):
+    def before() -> None:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        if req.url_rule is not None:
+            req.environ[ENDPOINT_KEY] = req.url_rule.rule
+        elif isinstance(req.routing_exception, MethodNotAllowed) and req.routing_exception.valid_methods:
+            # The path exists under other methods: label it with that rule, not "unmatched".
+            adapter = flask_app.url_map.bind_to_environ(req.environ)
+            method = next(iter(req.routing_exception.valid_methods))
+            rule, _ = adapter.match(method=method, return_rule=True)
+            req.environ[ENDPOINT_KEY] = rule.rule
+
+    # before_request hooks run for every request, 404/405 included: Flask raises the routing
+    # exception only later, in dispatch_request.
+    flask_app.before_request(before)
+
+
+class RequestObservability:
+    """WSGI middleware: request id, access log and request metrics for every response."""
+
+    def __init__(self, app: Callable, metrics: Metrics, access_log: AccessLog):
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
-        self.endpoint_label = endpoint_label
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         t0 = time.perf_counter()
@@ -69,7 +86,7 @@ class RequestObservability:
         status = status_code[0]
         model = environ.get(MODEL_KEY)
         path = environ.get("PATH_INFO", "")
-        endpoint = self.endpoint_label(path, status)
+        endpoint = environ.get(ENDPOINT_KEY, "unmatched")
         method = environ.get("REQUEST_METHOD", "")
         self.metrics.observe_request(endpoint, method, status, model, seconds)
         if self.access_log.enabled:

@@ -16,8 +16,7 @@ from flask import Flask, Response, render_template
 from pydantic import TypeAdapter
 
 from serving.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, problem_type
-from serving.schemas import RESPONSE_TYPES, WINE_EXAMPLE, ModelSchemas, Problem
-from serving.spec import MODEL_NAMES
+from serving.schemas import ModelSchemas, Problem
 
 REF = "#/components/schemas/{model}"
 
@@ -37,9 +36,9 @@ def _problem_response(description: str) -> dict[str, Any]:
 def build_openapi(schemas: dict[str, ModelSchemas], version: str) -> dict[str, Any]:
     """The OpenAPI document for the configured models and limits."""
     inputs = []
-    for name in MODEL_NAMES:
-        inputs.append(((name, "request"), "validation", schemas[name].request_adapter))
-        inputs.append(((name, "response"), "serialization", TypeAdapter(RESPONSE_TYPES[name])))
+    for name, ms in schemas.items():
+        inputs.append(((name, "request"), "validation", ms.request_adapter))
+        inputs.append(((name, "response"), "serialization", TypeAdapter(ms.response)))
     inputs.append((("problem", "problem"), "serialization", TypeAdapter(Problem)))
     keyed, defs = TypeAdapter.json_schemas(inputs, ref_template=REF)
     components = dict(defs.get("$defs", {}))
@@ -53,28 +52,33 @@ def build_openapi(schemas: dict[str, ModelSchemas], version: str) -> dict[str, A
         "503": _problem_response("Model not ready (loading, or failed verification/self-test)"),
         "500": _problem_response("Unexpected error (body carries only the request id)"),
     }
-    for name in MODEL_NAMES:
-        max_batch = schemas[name].max_batch
-        content: dict[str, Any] = {"application/json": {"schema": keyed[((name, "request"), "validation")]}}
-        if name == "wine":
-            content["application/json"]["examples"] = {
-                "single": {"summary": "One wine", "value": WINE_EXAMPLE},
-                "batch": {"summary": "A batch", "value": {"instances": [WINE_EXAMPLE, WINE_EXAMPLE]}},
+    for name, ms in schemas.items():
+        card = ms.card
+        max_batch = ms.max_batch
+        example = dict(card.example)
+        content: dict[str, Any] = {
+            "application/json": {
+                "schema": keyed[((name, "request"), "validation")],
+                "examples": {
+                    "single": {"summary": "One instance", "value": example},
+                    "batch": {"summary": "A batch", "value": {"instances": [example, example]}},
+                },
             }
-        if name == "digit":
-            for media in ("image/png", "image/jpeg"):
-                content[media] = {"schema": {"type": "string", "format": "binary"}}
+        }
+        for media in card.media:
+            content[media] = {"schema": {"type": "string", "format": "binary"}}
         paths[f"/predict/{name}"] = {
             "post": {
                 "operationId": f"predict_{name}",
                 "tags": ["predict"],
-                "summary": f"Predict with the {name} model",
+                "summary": f"Predict with the {name} model: {card.title}",
                 "description": (
+                    f"{card.description} {card.task.describe()} "
                     f'Body: one instance, or `{{"instances": [...]}}` with 1..{max_batch} instances. '
                     "Predictions come back in request order."
                     + (
-                        " A raw PNG/JPEG body (Content-Type image/png or image/jpeg) is one image instance."
-                        if name == "digit"
+                        f" A raw body of type {' or '.join(card.media)} is one instance."
+                        if card.media
                         else ""
                     )
                 ),  # fmt: skip
@@ -98,13 +102,13 @@ def build_openapi(schemas: dict[str, ModelSchemas], version: str) -> dict[str, A
         "get": {
             "operationId": "get_model",
             "tags": ["models"],
-            "summary": "One model in full: input JSON Schema, output description, metrics, layers, self-test",
+            "summary": "One model in full: input JSON Schema, output description, metrics, runtime, self-test",
             "parameters": [
                 {
                     "name": "name",
                     "in": "path",
                     "required": True,
-                    "schema": {"type": "string", "enum": list(MODEL_NAMES)},
+                    "schema": {"type": "string", "enum": list(schemas)},
                 }
             ],  # fmt: skip
             "responses": {"200": simple, "404": _problem_response("Unknown model")},
@@ -136,8 +140,8 @@ def build_openapi(schemas: dict[str, ModelSchemas], version: str) -> dict[str, A
         "info": {
             "title": "DLQR model serving",
             "version": version,
-            "description": "Wine alcohol regression, EEG seizure detection and MNIST digit recognition. "
-            "Errors are RFC 9457 problem details; every response carries X-Request-ID.",
+            "description": "; ".join(f"{ms.card.name}: {ms.card.title}" for ms in schemas.values())
+            + ". Errors are RFC 9457 problem details; every response carries X-Request-ID.",
         },
         "paths": paths,
         "components": {"schemas": components},
@@ -160,8 +164,12 @@ def init_app(app: Flask, schemas: dict[str, ModelSchemas], version: str) -> dict
             problems=[
                 (slug, problem_type(slug), title, text) for slug, (title, text) in PROBLEM_TYPES.items()
             ],
-            models=MODEL_NAMES,
-            wine_example=json.dumps(WINE_EXAMPLE),
+            models=list(schemas),
+            examples={name: json.dumps(dict(ms.card.example)) for name, ms in schemas.items()},
+            # the drawing pad goes to the first model that takes a PNG body and has a 2-D input
+            pad_model=next(
+                (n for n, ms in schemas.items() if "image/png" in ms.card.media and ms.card.input_shape), None
+            ),
         )
 
     def openapi_json() -> Response:

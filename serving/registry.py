@@ -1,28 +1,32 @@
 """Load, verify and self-test the model bundles; track readiness per model.
 
-For each model, in each Gunicorn worker after fork (never in the master):
+For each registered card, in each Gunicorn worker before it accepts a
+connection (never in the master):
 
 1. verify the bundle: every file's sha256 against its manifest
-   (:func:`serving.bundle.load_bundle`); a refused bundle is logged with the
-   file that failed;
-2. check ``preprocessing.json`` against :mod:`serving.spec`;
-3. load ``model.h5`` with Keras (``compile=False, safe_mode=True``);
-4. extract the NumPy fast path (:mod:`serving.fastpath`); unsupported layers
-   make the model not ready;
-5. self-test: every golden pair in the manifest goes through the full serving
-   chain (API validation -> scaling -> network -> post-processing) on both
-   Keras and the fast path and must reproduce the stored raw output and
-   prediction; the two paths must also agree on random in-range inputs.
+   (:func:`dlqr.bundle.load_bundle`); a refused bundle is logged with the file
+   that failed;
+2. check ``preprocessing.json`` against the model's card and task;
+3. open ``model.onnx`` in an ONNX Runtime ``InferenceSession`` (CPU provider,
+   one intra-op thread by default) from the very bytes whose sha256 was checked,
+   and check its input/output widths against the card;
+4. self-test: every golden pair in the manifest goes through the whole serving
+   chain (request validation -> scaling -> ONNX Runtime -> the task's
+   post-processing) and must reproduce the stored raw output within 1e-5 and
+   the stored prediction;
+5. optionally (``DLQR_KERAS_CROSSCHECK=1``, when Keras is importable) load
+   ``model.h5`` and compare it with ONNX Runtime on the golden pairs and on 64
+   random in-range inputs.
 
-Only then is the model ready. Loading runs in a background thread by default so
-``/healthz`` answers at once while ``/readyz`` reports ``loading``.
+Only then is the model ready. One broken bundle does not stop the others.
+Neither TensorFlow nor Keras is imported unless the cross-check is asked for.
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -32,16 +36,15 @@ from typing import Any
 
 import numpy as np
 
-from serving import processing
-from serving.bundle import Bundle, BundleError, load_bundle
-from serving.spec import INPUT_DIMS, MODEL_NAMES, OUTPUT_DIMS, TASKS, WINE
+from dlqr import card as cards
+from dlqr import processing
+from dlqr.bundle import ONNX_FILE, Bundle, BundleError, load_bundle
+from dlqr.card import ModelCard
+from dlqr.tasks import ATOL, RTOL
 
 log = logging.getLogger(__name__)
 
-#: Tolerance between the stored golden outputs / Keras and the fast path (absolute + relative).
-ATOL = 1e-5
-RTOL = 1e-5
-#: Random in-range rows compared between Keras and the fast path at load.
+#: Random in-range rows compared between Keras and ONNX Runtime by the optional cross-check.
 CROSSCHECK_ROWS = 64
 
 
@@ -53,47 +56,71 @@ class LoadError(Exception):
         self.path = str(path) if path is not None else None
 
 
-def make_postprocess(name: str, prep: dict[str, Any]) -> Callable[[np.ndarray], list[dict[str, Any]]]:
-    """A per-model specialisation of :func:`serving.processing.postprocess`, for the hot path.
+def ort_session(model_bytes: bytes, intra_op_threads: int = 1):
+    """An ONNX Runtime CPU session over the given model bytes."""
+    import onnxruntime as ort
 
-    Same arithmetic in the same order on Python floats (no per-call NumPy overhead for
-    a handful of values); the self-test asserts equality with the shared function.
-    """
-    task = TASKS[name]
-    if task == "regression":
-        key = prep["target"]
-        mean, scale = float(prep["target_scaler"]["mean"]), float(prep["target_scaler"]["scale"])
-        return lambda out: [{key: v * scale + mean} for v in out[:, 0].tolist()]
-    if task == "binary":
-        t = float(prep["threshold"]["value"])
-        return lambda out: [{"probability": p, "seizure": p >= t, "threshold": t} for p in out[:, 0].tolist()]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = intra_op_threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3  # errors only: no per-session INFO/WARNING lines in the JSON log
+    return ort.InferenceSession(model_bytes, sess_options=so, providers=["CPUExecutionProvider"])
 
-    def multiclass(out: np.ndarray) -> list[dict[str, Any]]:
-        preds = []
-        for row in out.tolist():
-            k = row.index(max(row))  # first maximum, like np.argmax (inputs are finite)
-            preds.append({"digit": k, "confidence": row[k], "probabilities": row})
-        return preds
 
-    return multiclass
+class OnnxForward:
+    """``forward(x)``: float32 (n, d) -> float64 (n, k) through one InferenceSession."""
+
+    def __init__(self, session: Any):
+        self.session = session
+        inp = session.get_inputs()
+        out = session.get_outputs()
+        if len(inp) != 1 or len(out) != 1:
+            raise ValueError(f"expected one input and one output, found {len(inp)} and {len(out)}")
+        self.input_name = inp[0].name
+        self.output_names = [out[0].name]
+        self.input_shape = list(inp[0].shape)
+        self.output_shape = list(out[0].shape)
+        self._run = session.run
+
+    @property
+    def input_dim(self) -> Any:
+        return self.input_shape[-1] if self.input_shape else None
+
+    @property
+    def output_dim(self) -> Any:
+        return self.output_shape[-1] if self.output_shape else None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._run(self.output_names, {self.input_name: x})[0]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "runtime": "onnxruntime",
+            "input": {"name": self.input_name, "shape": self.input_shape},
+            "output": {"name": self.output_names[0], "shape": self.output_shape},
+        }
 
 
 @dataclass
 class LoadedModel:
     """A verified, self-tested model and everything the hot path needs."""
 
-    name: str
+    card: ModelCard
     bundle: Bundle
     forward: Callable[[np.ndarray], np.ndarray]
     prep: dict[str, Any]  # preprocessing.json with list-valued scalers turned into arrays
     features: tuple[str, ...]
     range_min: np.ndarray | None
     range_max: np.ndarray | None
-    postprocess: Callable[[np.ndarray], list[dict[str, Any]]] | None = None
-    keras_model: Any = None
-    layers: list[dict[str, Any]] = field(default_factory=list)
+    postprocess: Callable[[np.ndarray], list[dict[str, Any]]]
+    runtime: dict[str, Any] = field(default_factory=dict)
     selftest: dict[str, Any] = field(default_factory=dict)
     load_seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.card.name
 
     @property
     def version(self) -> str:
@@ -101,7 +128,7 @@ class LoadedModel:
 
     def predict(self, raw: np.ndarray) -> tuple[np.ndarray, float]:
         """(n, d) API-unit rows -> raw network outputs (float64) and inference seconds."""
-        x = processing.model_input(self.name, raw, self.prep)
+        x = processing.model_input(raw, self.prep)
         t0 = time.perf_counter()
         out = self.forward(x)
         return np.asarray(out, dtype=np.float64), time.perf_counter() - t0
@@ -123,125 +150,40 @@ class ModelState:
         return self.status == "ready"
 
 
-def _compiled_prep(prep: dict[str, Any]) -> dict[str, Any]:
-    """Scaler lists as float64 arrays once, so per-request processing converts nothing."""
-    out = dict(prep)
-    scaler = dict(prep["input_scaler"])
-    if scaler.get("type") == "standard":
-        scaler["mean"] = np.asarray(scaler["mean"], dtype=np.float64)
-        scaler["scale"] = np.asarray(scaler["scale"], dtype=np.float64)
-    out["input_scaler"] = scaler
-    return out
+def check_preprocessing(card: ModelCard, prep: dict[str, Any], path: Path) -> None:
+    """The bundle's preprocessing must describe the model its card declares."""
+    problem = card.check_preprocessing(prep) or processing.check_input_scaler(prep, card.input_dim)
+    if problem:
+        raise LoadError(f"{card.name}: preprocessing.json {problem}", path)
 
 
-def check_preprocessing(name: str, prep: dict[str, Any], path: Path) -> None:
-    """The bundle's preprocessing must describe this model as serving.spec does."""
-
-    def fail(msg: str) -> LoadError:
-        return LoadError(f"{name}: preprocessing.json {msg}", path)
-
-    if prep.get("task") != TASKS[name]:
-        raise fail(f"task {prep.get('task')!r}, expected {TASKS[name]!r}")
-    if prep.get("input_dim") != INPUT_DIMS[name] or len(prep.get("features") or []) != INPUT_DIMS[name]:
-        raise fail(f"input_dim/features do not match the spec's {INPUT_DIMS[name]} inputs")
-    if name == "wine" and sorted(prep["features"]) != sorted(WINE.features):
-        raise fail(f"features {prep['features']} are not the spec's wine features")
-    scaler = prep.get("input_scaler") or {}
-    if scaler.get("type") == "standard":
-        mean, scale = np.asarray(scaler.get("mean"), float), np.asarray(scaler.get("scale"), float)
-        if (
-            mean.shape != (INPUT_DIMS[name],)
-            or scale.shape != mean.shape
-            or not np.all(np.isfinite(scale))
-            or np.any(scale == 0)
-        ):
-            raise fail("input_scaler mean/scale have the wrong shape or a zero/non-finite scale")
-    elif scaler.get("type") == "divide":
-        if not float(scaler.get("divisor", 0)) > 0:
-            raise fail("input_scaler divisor must be > 0")
-    else:
-        raise fail(f"unknown input_scaler type {scaler.get('type')!r}")
-    if name == "wine":
-        ts = prep.get("target_scaler") or {}
-        if not (
-            isinstance(ts.get("mean"), int | float)
-            and isinstance(ts.get("scale"), int | float)
-            and ts["scale"] > 0
-        ):
-            raise fail("target_scaler needs numeric mean and scale > 0")
-    if name == "seizure":
-        t = (prep.get("threshold") or {}).get("value")
-        if not isinstance(t, int | float) or not 0.0 <= t <= 1.0:
-            raise fail(f"threshold.value {t!r} is not a probability")
-    ranges = prep.get("feature_ranges")
-    if ranges is not None and (
-        len(ranges.get("min", [])) != INPUT_DIMS[name] or len(ranges.get("max", [])) != INPUT_DIMS[name]
-    ):
-        raise fail("feature_ranges min/max must have one entry per feature")
-
-
-def _close(a: Any, b: Any, atol: float) -> bool:
-    return math.isclose(float(a), float(b), rel_tol=RTOL, abs_tol=atol)
-
-
-def compare_prediction(
-    name: str, got: dict[str, Any], want: dict[str, Any], prep: dict[str, Any]
-) -> str | None:
-    """None if the prediction matches the golden one; else a description of the mismatch."""
-    if set(got) != set(want):
-        return f"keys {sorted(got)} != golden {sorted(want)}"
-    if name == "wine":
-        key = prep["target"]
-        tol = ATOL * float(prep["target_scaler"]["scale"])  # raw-output tolerance in % vol
-        return None if _close(got[key], want[key], tol) else f"{key} {got[key]} != golden {want[key]}"
-    if name == "seizure":
-        if not _close(got["probability"], want["probability"], ATOL):
-            return f"probability {got['probability']} != golden {want['probability']}"
-        if not _close(got["threshold"], want["threshold"], 0.0):
-            return f"threshold {got['threshold']} != golden {want['threshold']}"
-        near = abs(float(want["probability"]) - float(want["threshold"])) <= ATOL
-        if got["seizure"] != want["seizure"] and not near:
-            return f"decision {got['seizure']} != golden {want['seizure']}"
-        return None
-    probs_ok = len(got["probabilities"]) == len(want["probabilities"]) and all(
-        _close(a, b, ATOL) for a, b in zip(got["probabilities"], want["probabilities"], strict=True)
-    )
-    if not probs_ok or not _close(got["confidence"], want["confidence"], ATOL):
-        return f"probabilities {got['probabilities']} != golden {want['probabilities']}"
-    top2 = sorted(want["probabilities"])[-2:]
-    if got["digit"] != want["digit"] and abs(top2[1] - top2[0]) > ATOL:
-        return f"digit {got['digit']} != golden {want['digit']}"
-    return None
-
-
-def _random_rows(name: str, prep: dict[str, Any], n: int, seed: int = 0) -> np.ndarray:
-    """Inputs spread over the training range (or 0..255 pixels) for the Keras cross-check."""
+def random_rows(card: ModelCard, prep: dict[str, Any], n: int, seed: int = 0) -> np.ndarray:
+    """Inputs spread over the training range (or the card's range) for cross-checks."""
     rng = np.random.default_rng(seed)
-    if name == "digit":
-        return rng.integers(0, 256, size=(n, INPUT_DIMS[name])).astype(np.float64)
     ranges = prep.get("feature_ranges")
     if ranges:
         lo, hi = np.asarray(ranges["min"], float), np.asarray(ranges["max"], float)
+    elif card.input_range is not None:
+        lo = np.full(card.input_dim, card.input_range[0])
+        hi = np.full(card.input_dim, card.input_range[1])
     else:
         scaler = prep["input_scaler"]
         lo = np.asarray(scaler["mean"], float) - 3 * np.asarray(scaler["scale"], float)
         hi = np.asarray(scaler["mean"], float) + 3 * np.asarray(scaler["scale"], float)
-    return rng.uniform(lo, hi, size=(n, len(lo)))
+    rows = rng.uniform(lo, hi, size=(n, len(lo)))
+    return np.round(rows) if card.input_datatype.startswith(("UINT", "INT")) else rows
 
 
 def selftest(
-    name: str,
+    card: ModelCard,
     bundle: Bundle,
     prep: dict[str, Any],
     forward: Callable[[np.ndarray], np.ndarray],
-    keras_model: Any,
     validate_instance: Callable[[Any], Any],
     features: tuple[str, ...],
 ) -> dict[str, Any]:
     """Run the manifest's golden pairs through the serving chain; raise LoadError on mismatch."""
-    from serving.fastpath import keras_forward
-    from serving.schemas import instance_rows
-
+    name = card.name
     golden = bundle.manifest.get("golden") or []
     manifest_path = bundle.root / "manifest.json"
     if not golden:
@@ -256,88 +198,119 @@ def selftest(
             raise LoadError(
                 f"{name}: golden input {i} is not a valid API instance: {exc}", manifest_path
             ) from None
-    raw = instance_rows(name, instances, features)
-    x = processing.model_input(name, raw, prep)
-    want = np.asarray([pair["raw_output"] for pair in golden], dtype=np.float64)
-    fast = np.asarray(forward(x), dtype=np.float64)
-    ref = np.asarray(keras_forward(keras_model, x), dtype=np.float64)
-    if want.shape != fast.shape:
+    x = processing.model_input(card.rows(instances, features), prep)
+    try:
+        want = np.asarray([pair["raw_output"] for pair in golden], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise LoadError(f"{name}: golden pairs lack a numeric raw_output", manifest_path) from None
+    got = np.asarray(forward(x), dtype=np.float64)
+    if want.shape != got.shape:
         raise LoadError(
-            f"{name}: golden raw_output shape {want.shape} != model output {fast.shape}", manifest_path
+            f"{name}: golden raw_output shape {want.shape} != model output {got.shape}", manifest_path
         )
-    for label, got in (("Keras", ref), ("fast path", fast)):
-        bad = ~np.isclose(got, want, rtol=RTOL, atol=ATOL)
-        if bad.any():
-            i = int(np.argwhere(bad)[0][0])
-            raise LoadError(
-                f"{name}: golden pair {i} mismatch on {label}: output {got[i].tolist()} != stored {want[i].tolist()} "
-                f"(max abs diff {float(np.abs(got - want).max()):.3g})",
-                manifest_path,
-            )
-    preds = make_postprocess(name, prep)(fast)
-    if preds != processing.postprocess(name, fast, prep):
-        raise LoadError(f"{name}: hot-path post-processing disagrees with serving.processing.postprocess")
+    bad = ~np.isclose(got, want, rtol=RTOL, atol=ATOL)
+    if bad.any():
+        i = int(np.argwhere(bad)[0][0])
+        raise LoadError(
+            f"{name}: golden pair {i} mismatch on ONNX Runtime: output {got[i].tolist()} != stored "
+            f"{want[i].tolist()} (max abs diff {float(np.abs(got - want).max()):.3g})",
+            bundle.onnx_path,
+        )
+    preds = card.task.postprocessor(prep)(got)
     for i, (got_p, pair) in enumerate(zip(preds, golden, strict=True)):
-        problem = compare_prediction(name, got_p, pair["prediction"], prep)
+        problem = card.task.compare(got_p, pair.get("prediction") or {}, prep)
         if problem:
             raise LoadError(f"{name}: golden pair {i} prediction mismatch: {problem}", manifest_path)
-    rows = processing.model_input(name, _random_rows(name, prep, CROSSCHECK_ROWS), prep)
-    diff = float(np.abs(np.asarray(forward(rows), np.float64) - keras_forward(keras_model, rows)).max())
-    if not diff <= ATOL:
-        raise LoadError(
-            f"{name}: fast path differs from Keras by {diff:.3g} on random inputs (tolerance {ATOL})"
-        )
-    return {
-        "golden_pairs": len(golden),
-        "golden_max_abs_diff": float(np.abs(fast - want).max()),
-        "keras_crosscheck_rows": CROSSCHECK_ROWS,
-        "keras_crosscheck_max_abs_diff": diff,
-    }
+    return {"golden_pairs": len(golden), "golden_max_abs_diff": float(np.abs(got - want).max())}
 
 
-def load_model(name: str, artifacts_dir: Path, validate_instance: Callable[[Any], Any]) -> LoadedModel:
-    """Verify, load and self-test one bundle; raise LoadError (or BundleError) if it cannot be served."""
-    from serving.fastpath import UnsupportedModelError, from_keras
-
-    t0 = time.perf_counter()
-    bundle = load_bundle(artifacts_dir / name, expected_name=name)
-    prep = bundle.preprocessing
-    if not isinstance(prep, dict):
-        raise LoadError(f"{name}: preprocessing.json is not an object", bundle.root / "preprocessing.json")
-    check_preprocessing(name, prep, bundle.root / "preprocessing.json")
+def keras_crosscheck(
+    card: ModelCard, bundle: Bundle, prep: dict[str, Any], forward: Callable[[np.ndarray], np.ndarray]
+) -> dict[str, Any]:
+    """Compare ONNX Runtime with Keras on the golden inputs and random rows (needs Keras)."""
     try:
         import keras
-
-        keras_model = keras.saving.load_model(str(bundle.model_path), compile=False, safe_mode=True)
+    except ImportError:
+        return {"keras_crosscheck": "skipped: keras is not installed"}
+    try:
+        km = keras.saving.load_model(str(bundle.model_path), compile=False, safe_mode=True)
     except Exception as exc:  # h5py/Keras raise many types for a corrupt or foreign file
         raise LoadError(
-            f"{name}: Keras cannot load model.h5: {type(exc).__name__}: {exc}", bundle.model_path
+            f"{card.name}: Keras cannot load model.h5: {type(exc).__name__}: {exc}", bundle.model_path
         ) from None
-    try:
-        mlp = from_keras(keras_model)
-    except UnsupportedModelError as exc:
-        raise LoadError(f"{name}: {exc}", bundle.model_path) from None
-    if mlp.input_dim != INPUT_DIMS[name] or mlp.output_dim != OUTPUT_DIMS[name]:
+    rows = processing.model_input(random_rows(card, prep, CROSSCHECK_ROWS), prep)
+    ref = np.asarray(km.predict(rows, batch_size=len(rows), verbose=0), dtype=np.float64)
+    diff = float(np.abs(np.asarray(forward(rows), np.float64) - ref).max())
+    if not diff <= ATOL:
         raise LoadError(
-            f"{name}: model maps {mlp.input_dim} -> {mlp.output_dim}, the spec needs "
-            f"{INPUT_DIMS[name]} -> {OUTPUT_DIMS[name]}",
-            bundle.model_path,
+            f"{card.name}: ONNX Runtime differs from Keras model.h5 by {diff:.3g} on random inputs "
+            f"(tolerance {ATOL})",
+            bundle.onnx_path,
         )
-    cprep = _compiled_prep(prep)
+    return {"keras_crosscheck_rows": CROSSCHECK_ROWS, "keras_crosscheck_max_abs_diff": diff}
+
+
+def _onnx_bytes(bundle: Bundle) -> bytes:
+    """model.onnx's bytes, re-checked against the manifest (the session loads these very bytes)."""
+    if not bundle.has_onnx:
+        raise LoadError(
+            f"{bundle.name}: bundle has no {ONNX_FILE} (serving runs ONNX Runtime); add it on a machine "
+            f"with TensorFlow: python -m training add-onnx {bundle.root}",
+            bundle.onnx_path,
+        )
+    data = bundle.onnx_path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != bundle.manifest["files"][ONNX_FILE]:
+        raise LoadError(f"{bundle.name}: sha256 mismatch for {ONNX_FILE} (changed after verification)",
+                        bundle.onnx_path)  # fmt: skip
+    return data
+
+
+def load_model(
+    card: ModelCard,
+    bundle_dir: Path,
+    validate_instance: Callable[[Any], Any],
+    *,
+    intra_op_threads: int = 1,
+    keras_check: bool = False,
+) -> LoadedModel:
+    """Verify, load and self-test one bundle; raise LoadError (or BundleError) if it cannot be served."""
+    name = card.name
+    t0 = time.perf_counter()
+    bundle = load_bundle(bundle_dir, expected_name=name)
+    prep = bundle.preprocessing
+    prep_path = bundle.root / "preprocessing.json"
+    if not isinstance(prep, dict):
+        raise LoadError(f"{name}: preprocessing.json is not an object", prep_path)
+    check_preprocessing(card, prep, prep_path)
+    data = _onnx_bytes(bundle)
+    try:
+        forward = OnnxForward(ort_session(data, intra_op_threads))
+    except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
+        raise LoadError(
+            f"{name}: ONNX Runtime cannot load {ONNX_FILE}: {type(exc).__name__}: {exc}", bundle.onnx_path
+        ) from None
+    if forward.input_dim != card.input_dim or forward.output_dim != card.output_dim:
+        raise LoadError(
+            f"{name}: model.onnx maps {forward.input_shape} -> {forward.output_shape}, the card needs "
+            f"{card.input_dim} -> {card.output_dim}",
+            bundle.onnx_path,
+        )
+    cprep = processing.compiled(prep)
     features = tuple(prep["features"])
-    report = selftest(name, bundle, cprep, mlp, keras_model, validate_instance, features)
+    report = selftest(card, bundle, cprep, forward, validate_instance, features)
+    if keras_check:
+        report.update(keras_crosscheck(card, bundle, cprep, forward))
     ranges = prep.get("feature_ranges")
     return LoadedModel(
-        name=name,
+        card=card,
         bundle=bundle,
-        forward=mlp,
-        postprocess=make_postprocess(name, cprep),
+        forward=forward,
+        postprocess=card.task.postprocessor(cprep),
         prep=cprep,
         features=features,
         range_min=np.asarray(ranges["min"], dtype=np.float64) if ranges else None,
         range_max=np.asarray(ranges["max"], dtype=np.float64) if ranges else None,
-        keras_model=keras_model,
-        layers=mlp.describe(),
+        runtime=forward.describe(),
         selftest=report,
         load_seconds=time.perf_counter() - t0,
     )
@@ -350,14 +323,20 @@ class Registry:
         self,
         artifacts_dir: Path,
         validators: dict[str, Callable[[Any], Any]],
-        names: Iterable[str] = MODEL_NAMES,
+        names: Iterable[str] | None = None,
         on_change: Callable[[ModelState], None] | None = None,
+        *,
+        intra_op_threads: int = 1,
+        keras_check: bool = False,
     ):
         self.artifacts_dir = Path(artifacts_dir)
         self.validators = validators
-        self.names = tuple(names)
+        self.names = tuple(names if names is not None else cards.names())
+        self.cards = {n: cards.get(n) for n in self.names}
         self.states: dict[str, ModelState] = {n: ModelState(n) for n in self.names}
         self.on_change = on_change
+        self.intra_op_threads = intra_op_threads
+        self.keras_check = keras_check
         self.started_at = time.time()
         self.ready_at: float | None = None
         self._thread: threading.Thread | None = None
@@ -379,7 +358,13 @@ class Registry:
         for name in self.names:
             self._set(ModelState(name, status="loading"))
             try:
-                model = load_model(name, self.artifacts_dir, self.validators[name])
+                model = load_model(
+                    self.cards[name],
+                    self.artifacts_dir / name,
+                    self.validators[name],
+                    intra_op_threads=self.intra_op_threads,
+                    keras_check=self.keras_check,
+                )
             except (BundleError, LoadError) as exc:
                 self._set(ModelState(name, status="failed", reason=str(exc), path=exc.path))
                 log.error(
@@ -396,7 +381,7 @@ class Registry:
             else:
                 self._set(ModelState(name, status="ready", model=model, bundle=model.bundle))
                 log.info(
-                    "model %s ready (version %s, %.2fs)",
+                    "model %s ready (version %s, %.3fs)",
                     name,
                     model.version,
                     model.load_seconds,
@@ -409,9 +394,8 @@ class Registry:
                         **model.selftest,
                     },
                 )
-        # TensorFlow/Keras leave ~400k long-lived objects; a full GC pass over them takes ~0.2 s
-        # on a 2-core machine and would land on some unlucky request. Collect once now and move
-        # everything loaded so far out of the collector's sight.
+        # Move everything loaded so far out of the cyclic collector's sight, so that a full
+        # collection never has to walk it on some unlucky request.
         gc.collect()
         gc.freeze()
         if self.all_ready:
@@ -423,7 +407,7 @@ class Registry:
             )
 
     def start_background(self) -> threading.Thread:
-        """Load in a daemon thread (started after fork, so each worker loads its own models)."""
+        """Load in a daemon thread (for embedding; Gunicorn workers load before they accept)."""
         self._thread = threading.Thread(target=self.load_all, name="dlqr-model-loader", daemon=True)
         self._thread.start()
         return self._thread

@@ -1,10 +1,12 @@
 """Process-level environment for serving, applied before NumPy/TensorFlow load.
 
-Gunicorn runs one worker per core; if each worker's BLAS or TensorFlow also
-spawned a thread per core, the workers would fight over the same cores and
-tail latency would suffer. TensorFlow is only used to load and cross-check the
-models, so it is kept single-threaded and quiet. Every value is a default: an
-operator's explicit environment always wins. Standard library only.
+Gunicorn runs one worker per core; if each worker's BLAS also spawned a
+thread per core, the workers would fight over the same cores and tail latency
+would suffer (ONNX Runtime's own pool is set per session, ``DLQR_ORT_THREADS``).
+TensorFlow is only imported for the optional Keras cross-check
+(``DLQR_KERAS_CROSSCHECK``), so it is kept single-threaded and quiet. Every
+value is a default: an operator's explicit environment always wins. Standard
+library only.
 """
 
 from __future__ import annotations

@@ -1,19 +1,22 @@
-"""Service settings from ``DLQR_*`` environment variables, validated once at start.
+"""Service settings from ``DLQR_*`` environment variables, validated once at start (pydantic-settings).
 
 Both the Gunicorn config (bind, workers, timeouts) and the app factory (artifacts
 dir, limits, log level) read the same :class:`Settings`, so a typo such as
-``DLQR_WORKERS=two`` stops the server at start with one clear line instead of
-surfacing later as a confusing runtime error. Standard library only: the
-Gunicorn master imports this before anything heavy.
+``DLQR_WORKERS=two`` stops the server at start with one clear line
+(``DLQR_WORKERS='two': must be an integer``) instead of surfacing later as a
+confusing runtime error. pydantic-settings reads and types the variables;
+this module only words its errors for an operator and adds the checks it
+cannot express (bind syntax, the artifacts directory).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_core import PydanticUseDefault
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "DLQR_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -35,77 +38,113 @@ def default_artifacts_dir() -> Path:
     return Path.cwd() / "artifacts"
 
 
-@dataclass(frozen=True)
-class Settings:
+def _int(default: int, lo: int, hi: int, doc: str) -> Any:
+    return Field(default, ge=lo, le=hi, description=doc, json_schema_extra={"lo": lo, "hi": hi})
+
+
+class Settings(BaseSettings):
     """Validated service settings; build with :meth:`from_env`."""
 
-    artifacts_dir: Path = field(default_factory=default_artifacts_dir)
-    max_batch: int = 256
-    max_body_bytes: int = 8 * 1024 * 1024
-    max_image_pixels: int = 4096 * 4096
-    log_level: str = "INFO"
-    bind: str = "127.0.0.1:8000"
-    workers: int = 2
-    threads: int = 1
-    timeout: int = 30
-    graceful_timeout: int = 20
-    keepalive: int = 2
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", validate_default=False
+    )
 
-    def __post_init__(self) -> None:
-        _check_int("DLQR_MAX_BATCH", self.max_batch, 1, 100_000)
-        _check_int("DLQR_MAX_BODY_BYTES", self.max_body_bytes, 1024, 1 << 30)
-        _check_int("DLQR_MAX_IMAGE_PIXELS", self.max_image_pixels, 28 * 28, 1 << 28)
-        _check_int("DLQR_WORKERS", self.workers, 1, 256)
-        _check_int("DLQR_THREADS", self.threads, 1, 256)
-        _check_int("DLQR_TIMEOUT", self.timeout, 1, 3600)
-        _check_int("DLQR_GRACEFUL_TIMEOUT", self.graceful_timeout, 0, 3600)
-        _check_int("DLQR_KEEPALIVE", self.keepalive, 0, 3600)
-        if self.log_level not in LOG_LEVELS:
-            raise SettingsError(f"DLQR_LOG_LEVEL={self.log_level!r}: must be one of {', '.join(LOG_LEVELS)}")
-        _check_bind(self.bind)
+    artifacts_dir: Path = Field(default_factory=default_artifacts_dir)
+    max_batch: int = _int(256, 1, 100_000, "most instances per request")
+    max_body_bytes: int = _int(8 * 1024 * 1024, 1024, 1 << 30, "largest request body")
+    max_image_pixels: int = _int(4096 * 4096, 28 * 28, 1 << 28, "largest decoded image")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    bind: str = "127.0.0.1:8000"
+    workers: int = _int(2, 1, 256, "Gunicorn worker processes")
+    threads: int = _int(1, 1, 256, "threads per worker")
+    timeout: int = _int(30, 1, 3600, "seconds before a silent worker is replaced")
+    graceful_timeout: int = _int(20, 0, 3600, "seconds to finish in-flight requests on stop")
+    keepalive: int = _int(2, 0, 3600, "keep-alive seconds")
+    #: ONNX Runtime intra-op threads per session (1: the workers already use every core).
+    ort_threads: int = _int(1, 1, 64, "ONNX Runtime intra-op threads per model")
+    #: Load model.h5 with Keras at start and compare it with ONNX Runtime (needs Keras installed).
+    keras_crosscheck: bool = False
+    #: Comma-separated model names to serve (default: every registered card).
+    models: str = ""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_means_default(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                raise PydanticUseDefault()
+        return value
+
+    @field_validator("max_batch", "max_body_bytes", "max_image_pixels", "workers", "threads", "timeout",
+                     "graceful_timeout", "keepalive", "ort_threads", mode="before")  # fmt: skip
+    @classmethod
+    def _underscored_int(cls, value: Any) -> Any:
+        # "1_048_576" reads as in Python; anything else that is not an integer is refused below.
+        if isinstance(value, str) and value.replace("_", "").lstrip("-").isdigit():
+            return int(value.replace("_", ""))
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("artifacts_dir", mode="before")
+    @classmethod
+    def _expand(cls, value: Any) -> Any:
+        return Path(value).expanduser() if isinstance(value, str) else value
+
+    @field_validator("bind")
+    @classmethod
+    def _check_bind(cls, bind: str) -> str:
+        """Accept ``host:port``, ``[v6]:port`` or ``unix:/path``."""
+        if bind.startswith("unix:"):
+            if len(bind) <= len("unix:"):
+                raise ValueError("unix socket path is empty")
+            return bind
+        host, sep, port = bind.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected HOST:PORT (e.g. 127.0.0.1:8000) or unix:/path")
+        return bind
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read ``DLQR_*`` variables (empty values mean "default"); raise SettingsError."""
-        env = os.environ if env is None else env
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            key = ENV_PREFIX + f.name.upper()
-            raw = env.get(key, "").strip()
-            if not raw:
-                continue
-            if f.name == "artifacts_dir":
-                kwargs[f.name] = Path(raw).expanduser()
-            elif f.name in ("log_level", "bind"):
-                kwargs[f.name] = raw.upper() if f.name == "log_level" else raw
-            else:
-                try:
-                    kwargs[f.name] = int(raw.replace("_", ""))
-                except ValueError:
-                    raise SettingsError(f"{key}={raw!r}: must be an integer") from None
-        kwargs.update(overrides)
-        return cls(**kwargs)
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Read ``DLQR_*`` variables (blank values mean "default"), apply overrides; raise SettingsError."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise SettingsError(_operator_message(cls, exc)) from None
+
+    @property
+    def model_names(self) -> tuple[str, ...] | None:
+        """``DLQR_MODELS`` as a tuple, or None for every registered card."""
+        names = tuple(n.strip() for n in self.models.split(",") if n.strip())
+        return names or None
 
     def check_artifacts_dir(self) -> None:
         """The artifacts dir must exist (individual bundles may still be broken: that is readiness)."""
         if not self.artifacts_dir.is_dir():
             raise SettingsError(
                 f"DLQR_ARTIFACTS_DIR={str(self.artifacts_dir)!r}: not a directory "
-                "(set DLQR_ARTIFACTS_DIR to the folder holding wine/, seizure/ and digit/)"
+                "(set DLQR_ARTIFACTS_DIR to the folder holding one bundle folder per model)"
             )
 
 
-def _check_int(key: str, value: Any, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise SettingsError(f"{key}={value!r}: must be an integer in [{lo}, {hi}]")
-
-
-def _check_bind(bind: str) -> None:
-    """Accept ``host:port``, ``[v6]:port`` or ``unix:/path``."""
-    if bind.startswith("unix:"):
-        if len(bind) <= len("unix:"):
-            raise SettingsError(f"DLQR_BIND={bind!r}: unix socket path is empty")
-        return
-    host, sep, port = bind.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SettingsError(f"DLQR_BIND={bind!r}: expected HOST:PORT (e.g. 127.0.0.1:8000) or unix:/path")
+def _operator_message(cls: type[Settings], exc: ValidationError) -> str:
+    """The first error as ``DLQR_NAME='value': what is wrong``."""
+    err = exc.errors(include_url=False)[0]
+    name = str(err["loc"][0]) if err["loc"] else "?"
+    key = ENV_PREFIX + name.upper()
+    value = err.get("input")
+    field = cls.model_fields.get(name)
+    extra = (field.json_schema_extra if field is not None else None) or {}
+    if err["type"] in ("int_parsing", "int_from_float", "int_type"):
+        what = "must be an integer"
+    elif "lo" in extra and err["type"].startswith(("greater", "less")):
+        what = f"must be an integer in [{extra['lo']}, {extra['hi']}]"
+    elif name == "log_level":
+        what = f"must be one of {', '.join(LOG_LEVELS)}"
+    else:
+        what = str(err["msg"]).removeprefix("Value error, ")
+    return f"{key}={value!r}: {what}"

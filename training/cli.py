@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {train,evaluate,fetch,gpu-check}``."""
+"""Command line: ``python -m training {train,evaluate,fetch,gpu-check,add-onnx}``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from serving.spec import MODEL_NAMES
+from dlqr.card import names as model_names
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,14 +21,16 @@ def _quiet_tf() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{train,evaluate,fetch,gpu-check}")
+    sub = ap.add_subparsers(
+        dest="command", required=True, metavar="{train,evaluate,fetch,gpu-check,add-onnx}"
+    )
 
     tr = sub.add_parser(
         "train",
         help="train, evaluate and export one model or all three",
         description="Train on the real data, evaluate on train/val/test and export a verified bundle.",
     )
-    tr.add_argument("model", choices=[*MODEL_NAMES, "all"])
+    tr.add_argument("model", choices=[*model_names(), "all"])
     tr.add_argument("--epochs", type=int, help="override the recipe's maximum epochs")
     tr.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     tr.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
@@ -63,13 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-q", "--quiet", action="store_true", help="no per-epoch output")
 
     ev = sub.add_parser("evaluate", help="recompute a bundle's test metrics from the data and compare")
-    ev.add_argument("model", choices=[*MODEL_NAMES, "all"])
+    ev.add_argument("model", choices=[*model_names(), "all"])
     ev.add_argument("--artifacts", type=Path, default=REPO_ROOT / "artifacts")
     ev.add_argument("--data-dir", type=Path)
     ev.add_argument("--cache-dir", type=Path)
 
     fe = sub.add_parser("fetch", help="download (or locate) and verify the datasets")
-    fe.add_argument("model", choices=[*MODEL_NAMES, "all"], nargs="?", default="all")
+    fe.add_argument("model", choices=[*model_names(), "all"], nargs="?", default="all")
     fe.add_argument("--data-dir", type=Path)
     fe.add_argument("--cache-dir", type=Path)
 
@@ -79,11 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--epochs", type=int, default=3)
     gc.add_argument("--data-dir", type=Path)
     gc.add_argument("--cache-dir", type=Path)
+
+    ao = sub.add_parser(
+        "add-onnx",
+        help="add model.onnx to existing bundles (needs TensorFlow), re-sealing each manifest atomically",
+        description="Export model.onnx from each bundle's model.h5 and check ONNX Runtime against Keras "
+        "within 1e-5 on the golden pairs and on every row of the recorded test split (when the data "
+        "is available), then re-seal the manifest. For bundles trained where ONNX export was impossible "
+        "(e.g. on the JAX backend without TensorFlow).",
+    )
+    ao.add_argument("bundles", type=Path, nargs="+", help="bundle directories, e.g. artifacts/wine")
+    ao.add_argument("--data-dir", type=Path)
+    ao.add_argument("--cache-dir", type=Path)
+    ao.add_argument(
+        "--golden-only", action="store_true", help="check on the golden pairs only (no dataset needed)"
+    )
     return ap
 
 
 def _models(arg: str) -> list[str]:
-    return list(MODEL_NAMES) if arg == "all" else [arg]
+    return list(model_names()) if arg == "all" else [arg]
 
 
 def _fmt(name: str, m: dict) -> str:
@@ -187,15 +204,47 @@ def cmd_gpu_check(args) -> int:
     return gpu_check.main(args.epochs, args.data_dir, args.cache_dir)
 
 
+def cmd_add_onnx(args) -> int:
+    _quiet_tf()
+    from dlqr import bundle as B
+    from dlqr import processing
+    from training import evaluate_bundle
+    from training import export as X
+    from training import train as T
+
+    for bundle_dir in args.bundles:
+        b = B.load_bundle(bundle_dir)
+        check_x = None
+        if not args.golden_only:
+            split = B.read_json(Path(bundle_dir) / B.TEST_SPLIT)
+            dataset = T.load_dataset(b.name, args.data_dir, args.cache_dir)
+            raw, _ = evaluate_bundle.test_rows(b.name, split["test_ids"], dataset)
+            check_x = processing.model_input(raw, b.preprocessing)
+        info = X.add_onnx(Path(bundle_dir), check_x)
+        print(
+            f"ok  {b.name} {b.version}: model.onnx added, ONNX Runtime vs Keras max abs diff "
+            f"{info['max_abs_diff_vs_keras']:.2e} on {info['rows_checked']} rows -> {bundle_dir}",
+            flush=True,
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from training.config import ConfigError
     from training.data import DataError
+    from training.export import OnnxExportError
 
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "fetch": cmd_fetch, "gpu-check": cmd_gpu_check}
+    handlers = {
+        "train": cmd_train,
+        "evaluate": cmd_evaluate,
+        "fetch": cmd_fetch,
+        "gpu-check": cmd_gpu_check,
+        "add-onnx": cmd_add_onnx,
+    }
     try:
         return handlers[args.command](args)
-    except (ConfigError, DataError, ValueError) as exc:
+    except (ConfigError, DataError, OnnxExportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from serving.spec import MODEL_NAMES
+from dlqr.card import names as model_names
 
 REQUIRED = {
     "model": ("hidden", "activation", "dropout", "l2"),
@@ -37,8 +37,8 @@ def available_recipes() -> list[str]:
 
 def load_config(model: str, path: str | Path | None = None, recipe: str | None = None) -> dict[str, Any]:
     """Load the model's recipe: an explicit file, a named shipped recipe, or the default."""
-    if model not in MODEL_NAMES:
-        raise ConfigError(f"unknown model {model!r}; choose from {', '.join(MODEL_NAMES)}")
+    if model not in model_names():
+        raise ConfigError(f"unknown model {model!r}; choose from {', '.join(model_names())}")
     if path is not None:
         p = Path(path)
         if not p.is_file():

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.spec import DIGIT, SEIZURE, WINE
+from dlqr.cards import digit as DIGIT
+from dlqr.cards import seizure as SEIZURE
+from dlqr.cards import wine as WINE
 
 
 class DataError(RuntimeError):
@@ -223,7 +225,7 @@ def parse_idx(payload: bytes) -> np.ndarray:
 
 @dataclass
 class WineData:
-    x: np.ndarray  # (n, 10) float64, columns in WINE.features order
+    x: np.ndarray  # (n, 10) float64, columns in WINE.FEATURES order
     y: np.ndarray  # (n,) alcohol % vol
     sha256: dict[str, str]
 
@@ -235,11 +237,11 @@ def load_wine(data_dir=None, cache_dir=None) -> WineData:
     spec = FILES["winequality-white.csv"]
     _, payload = fetch(spec.name, data_dir, cache_dir)
     df = pd.read_csv(io.BytesIO(payload), sep=";")
-    missing = [c for c in (*WINE.csv_columns, WINE.target[1]) if c not in df.columns]
+    missing = [c for c in (*WINE.CSV_COLUMNS, WINE.TARGET_CSV_COLUMN) if c not in df.columns]
     if missing:
         raise DataError(f"wine CSV lacks columns {missing}")
-    x = df[list(WINE.csv_columns)].to_numpy(dtype=np.float64)
-    y = df[WINE.target[1]].to_numpy(dtype=np.float64)
+    x = df[list(WINE.CSV_COLUMNS)].to_numpy(dtype=np.float64)
+    y = df[WINE.TARGET_CSV_COLUMN].to_numpy(dtype=np.float64)
     return WineData(x, y, {spec.name: spec.payload_sha256})
 
 
@@ -269,14 +271,14 @@ def load_seizure(data_dir=None, cache_dir=None) -> SeizureData:
     _, payload = fetch(spec.name, data_dir, cache_dir)
     df = pd.read_csv(io.BytesIO(payload))
     id_col = df.columns[0]
-    feats = list(SEIZURE.features)
+    feats = list(SEIZURE.FEATURES)
     if list(df.columns[1:-1]) != feats or df.columns[-1] != "y":
         raise DataError("seizure CSV columns are not <id>, X1..X178, y")
     ids = df[id_col].astype(str).to_numpy()
     y5 = df["y"].to_numpy(dtype=np.int64)
     return SeizureData(
         x=df[feats].to_numpy(dtype=np.float64),
-        y=(y5 == SEIZURE.positive_label).astype(np.int64),
+        y=(y5 == SEIZURE.POSITIVE_LABEL).astype(np.int64),
         y5=y5,
         ids=ids,
         groups=np.array([recording_of(i) for i in ids]),
@@ -307,7 +309,7 @@ def load_mnist(data_dir=None, cache_dir=None) -> MnistData:
     xtr, ytr = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]
     xte, yte = arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"]
     for x, y in ((xtr, ytr), (xte, yte)):
-        if x.shape[1:] != (DIGIT.height, DIGIT.width) or len(x) != len(y) or y.max() > 9:
+        if x.shape[1:] != (DIGIT.HEIGHT, DIGIT.WIDTH) or len(x) != len(y) or y.max() > 9:
             raise DataError(f"MNIST arrays have unexpected shapes {x.shape}/{y.shape}")
     return MnistData(xtr, ytr, xte, yte, payload_checksums("mnist"))
 

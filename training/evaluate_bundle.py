@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from serving import bundle as B
-from serving import processing
+from dlqr import bundle as B
+from dlqr import processing
 from training import evaluate as E
 from training import train as T
 
@@ -46,11 +46,11 @@ def recompute(
     import keras
 
     b = B.load_bundle(bundle_dir, name)
-    split = B._read_json(Path(bundle_dir) / B.TEST_SPLIT)
+    split = B.read_json(Path(bundle_dir) / B.TEST_SPLIT)
     model = keras.saving.load_model(str(b.model_path), compile=False, safe_mode=True)
     raw, y = test_rows(name, split["test_ids"], T.load_dataset(name, data_dir, cache_dir))
     out = np.asarray(
-        model.predict(processing.model_input(name, raw, b.preprocessing), batch_size=4096, verbose=0),
+        model.predict(processing.model_input(raw, b.preprocessing), batch_size=4096, verbose=0),
         dtype=np.float64,
     )
     prep = b.preprocessing

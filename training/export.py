@@ -1,7 +1,15 @@
-"""Export: assemble and atomically seal an artifact bundle (see serving/bundle.py).
+"""Export: assemble and atomically seal an artifact bundle (see :mod:`dlqr.bundle`).
 
-Nothing here pickles: the model is Keras ``.h5`` without optimizer state, and
-everything else is JSON, CSV or PNG.
+The bundle holds the trained Keras model twice: ``model.h5`` (the Keras
+artifact) and ``model.onnx`` (Keras' own ONNX export, what serving runs in ONNX
+Runtime). The export fails, and writes nothing, unless ONNX Runtime reproduces
+Keras within 1e-5 on the golden pairs and on every row it is given (the whole
+test split). Where ONNX export is impossible (no TensorFlow, e.g. training on
+the JAX backend), the bundle is sealed without ``model.onnx`` and a warning
+says how to add it later: :func:`add_onnx` (``python -m training add-onnx``).
+
+Nothing here pickles: the models are ``.h5`` (no optimizer state) and ONNX,
+everything else is JSON, CSV, Markdown or PNG.
 """
 
 from __future__ import annotations
@@ -10,14 +18,17 @@ import datetime as dt
 import platform
 import shutil
 import subprocess
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter
 
-from serving import bundle as B
-from serving import processing
+from dlqr import bundle as B
+from dlqr import processing
+from dlqr.card import get as get_card
 
 
 def git_commit(repo: Path | None = None) -> str:
@@ -28,7 +39,7 @@ def git_commit(repo: Path | None = None) -> str:
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "training", "serving"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "training", "serving", "dlqr"],
             cwd=cwd,
             capture_output=True,
             text=True,
@@ -46,6 +57,9 @@ def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "keras_backend": keras.backend.backend()}
     for dist in (
         "keras",
+        "tf2onnx",
+        "onnx",
+        "onnxruntime",
         "tensorflow",
         "tensorflow-cpu",
         "jax",
@@ -69,30 +83,97 @@ def new_version(now: dt.datetime | None = None) -> str:
     return now.strftime("%Y.%m.%d.%H%M%S")
 
 
-def _api_value(v: float) -> float | int:
-    return int(v) if float(v).is_integer() else float(v)
-
-
-def api_instance(name: str, raw_row: np.ndarray, prep: dict) -> dict[str, Any]:
-    """One raw input row as the JSON instance a client would POST."""
-    if name == "wine":
-        return {f: _api_value(v) for f, v in zip(prep["features"], raw_row, strict=True)}
-    if name == "seizure":
-        return {"eeg": [_api_value(v) for v in raw_row]}
-    if name == "digit":
-        return {"pixels": [int(v) for v in raw_row]}
-    raise ValueError(name)
-
-
 def golden_pairs(name: str, model, raw_rows: np.ndarray, prep: dict) -> list[dict[str, Any]]:
-    """Input -> (raw output, prediction) pairs computed through serving's own processing."""
-    x = processing.model_input(name, raw_rows, prep)
+    """Input -> (raw output, prediction) pairs computed through the shared processing and the card."""
+    card = get_card(name)
+    x = processing.model_input(raw_rows, prep)
     out = np.asarray(model.predict(x, verbose=0), dtype=np.float64)
-    preds = processing.postprocess(name, out, prep)
+    preds = card.task.postprocessor(prep)(out)
     return [
-        {"input": api_instance(name, row, prep), "raw_output": o.tolist(), "prediction": pr}
+        {"input": card.instance_from_row(row, prep["features"]), "raw_output": o.tolist(), "prediction": pr}
         for row, o, pr in zip(raw_rows, out, preds, strict=True)
     ]
+
+
+class OnnxExportError(RuntimeError):
+    """ONNX export is impossible here, or its result does not reproduce Keras."""
+
+
+#: ONNX Runtime must reproduce Keras within this (absolute and relative) on every checked row.
+ONNX_TOLERANCE = 1e-5
+
+
+def onnx_unavailable() -> str | None:
+    """Why Keras cannot export ONNX in this environment, or None if it can."""
+    import importlib.util
+
+    import keras
+
+    backend = keras.backend.backend()
+    if importlib.util.find_spec("tensorflow") is None:
+        return f"TensorFlow is not installed (Keras' ONNX export needs it; backend is {backend!r})"
+    if backend not in ("tensorflow", "jax"):
+        return f"Keras' ONNX export is not wired up for the {backend!r} backend here"
+    for mod in ("tf2onnx", "onnxruntime"):
+        if importlib.util.find_spec(mod) is None:
+            return f"the {mod!r} package is not installed (pip install '.[train]')"
+    return None
+
+
+def export_onnx(model, path: Path, check_x: np.ndarray) -> dict[str, Any]:
+    """Write ``model`` as ONNX to ``path`` and prove ONNX Runtime reproduces it on ``check_x``.
+
+    Raises :class:`OnnxExportError` (and removes ``path``) when export is impossible or the
+    two disagree by more than :data:`ONNX_TOLERANCE` anywhere.
+    """
+    import logging
+
+    reason = onnx_unavailable()
+    if reason:
+        raise OnnxExportError(f"cannot export model.onnx: {reason}")
+    import onnxruntime as ort
+
+    check_x = np.asarray(check_x, dtype=np.float32)
+    model(check_x[:1])  # a freshly loaded model must have been called once before it can be exported
+    # tf2onnx logs every conversion step at INFO through absl/tf2onnx loggers: keep the output clean.
+    for name in ("tf2onnx", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        model.export(str(path), format="onnx", verbose=False)
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        raise OnnxExportError(f"Keras ONNX export failed: {type(exc).__name__}: {exc}") from exc
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0].name
+    worst = 0.0
+    for start in range(0, len(check_x), 4096):
+        chunk = check_x[start : start + 4096]
+        got = np.asarray(sess.run(None, {inp: chunk})[0], dtype=np.float64)
+        ref = np.asarray(model.predict(chunk, batch_size=4096, verbose=0), dtype=np.float64)
+        if got.shape != ref.shape:
+            path.unlink(missing_ok=True)
+            raise OnnxExportError(f"ONNX output shape {got.shape} != Keras {ref.shape}")
+        worst = max(worst, float(np.abs(got - ref).max()))
+        bad = ~np.isclose(got, ref, rtol=ONNX_TOLERANCE, atol=ONNX_TOLERANCE)
+        if bad.any():
+            path.unlink(missing_ok=True)
+            i = start + int(np.argwhere(bad)[0][0])
+            raise OnnxExportError(
+                f"ONNX Runtime differs from Keras on row {i} (max abs diff {worst:.3g} > {ONNX_TOLERANCE})"
+            )
+    import onnx
+
+    opset = {o.domain or "ai.onnx": o.version for o in onnx.load(str(path)).opset_import}
+    return {
+        "file": B.ONNX_FILE,
+        "opset": opset,
+        "rows_checked": int(len(check_x)),
+        "max_abs_diff_vs_keras": worst,
+        "tolerance": ONNX_TOLERANCE,
+        "onnxruntime": ort.__version__,
+    }
 
 
 def _save_h5(model, path: Path) -> None:
@@ -126,11 +207,30 @@ def export_bundle(
     test_split: dict,
     manifest: dict,
     report_files: dict[str, Path],
+    check_x: np.ndarray | None = None,
 ) -> Path:
-    """Write every file into a staging dir next to ``dest``, then seal and rename it."""
+    """Write every file into a staging dir next to ``dest``, then seal and rename it.
+
+    ``check_x`` (model inputs, e.g. the whole test split) is what ONNX Runtime must
+    reproduce Keras on, besides the golden pairs.
+    """
     staging = B.staging_dir(dest)
     try:
         _save_h5(model, staging / B.MODEL_FILE)
+        manifest = dict(manifest)
+        golden_x = processing.model_input(
+            np.asarray([_golden_row(name, g, preprocessing) for g in manifest.get("golden", [])]), preprocessing
+        ) if manifest.get("golden") else np.zeros((0, get_card(name).input_dim), np.float32)  # fmt: skip
+        rows = golden_x if check_x is None else np.concatenate([golden_x, np.asarray(check_x, np.float32)])
+        reason = onnx_unavailable()
+        if reason is None:
+            manifest["onnx"] = export_onnx(model, staging / B.ONNX_FILE, rows)
+        else:
+            warnings.warn(
+                f"{name}: bundle sealed WITHOUT model.onnx ({reason}); serving needs it. Add it on a machine "
+                f"with TensorFlow: python -m training add-onnx {dest}",
+                stacklevel=2,
+            )
         B.dump_json(preprocessing, staging / B.PREPROCESSING)
         B.dump_json(metrics, staging / B.METRICS)
         B.dump_json(test_split, staging / B.TEST_SPLIT)
@@ -142,3 +242,47 @@ def export_bundle(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # an interrupted export leaves nothing bundle-like
         raise
+
+
+def _golden_row(name: str, pair: dict[str, Any], prep: dict) -> np.ndarray:
+    """A golden pair's API instance back as a row in the bundle's feature order."""
+    card = get_card(name)
+    inst = TypeAdapter(card.instance).validate_python(pair["input"])
+    return card.rows([inst], prep["features"])[0]
+
+
+def add_onnx(bundle_dir: Path, check_x: np.ndarray | None = None) -> dict[str, Any]:
+    """Add (or replace) ``model.onnx`` in an existing bundle, re-sealing its manifest atomically.
+
+    Exports from the bundle's own ``model.h5``, checks ONNX Runtime against Keras on the
+    golden pairs plus ``check_x`` (model inputs, e.g. the recorded test split), then writes
+    the whole bundle anew into a staging directory and swaps it in, so a failure leaves
+    the old bundle untouched.
+    """
+    import json
+
+    import keras
+
+    bundle_dir = Path(bundle_dir)
+    b = B.load_bundle(bundle_dir)
+    model = keras.saving.load_model(str(b.model_path), compile=False, safe_mode=True)
+    golden = b.manifest.get("golden") or []
+    x = processing.model_input(
+        np.asarray([_golden_row(b.name, g, b.preprocessing) for g in golden]), b.preprocessing
+    )
+    rows = x if check_x is None else np.concatenate([x, np.asarray(check_x, np.float32)])
+    staging = B.staging_dir(bundle_dir)
+    try:
+        shutil.rmtree(staging)
+        shutil.copytree(bundle_dir, staging)
+        (staging / B.MANIFEST).unlink()
+        (staging / B.ONNX_FILE).unlink(missing_ok=True)
+        info = export_onnx(model, staging / B.ONNX_FILE, rows)
+        sealed = json.loads((bundle_dir / B.MANIFEST).read_text(encoding="utf-8"))
+        manifest = {k: v for k, v in sealed.items() if k not in ("files", "bundle_format")}
+        manifest["onnx"] = {**info, "added": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        B.write_bundle(staging, bundle_dir, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest["onnx"]

@@ -1,24 +1,24 @@
 """Model builders: the book's MLPs, parameterised by the recipe's [model] section.
 
 Keras 3 APIs only, so the same code runs on the TensorFlow and JAX backends.
-Only Dense and Dropout layers are used: serving's NumPy fast path relies on it.
+Serving runs the exported ONNX graph, so any layer tf2onnx converts would do;
+the book's models only need Dense and Dropout.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from serving.spec import INPUT_DIMS, OUTPUT_DIMS, TASKS
-
-OUTPUT_ACTIVATION = {"regression": "linear", "binary": "sigmoid", "multiclass": "softmax"}
+from dlqr.card import get as get_card
 
 
 def build_model(name: str, model_cfg: dict[str, Any], seed: int | None = None):
     """Build (not compile) the MLP for ``name`` from a recipe's [model] section."""
     import keras
 
+    card = get_card(name)
     regularizer = keras.regularizers.L2(model_cfg["l2"]) if model_cfg.get("l2") else None
-    layers: list[Any] = [keras.Input(shape=(INPUT_DIMS[name],), name="features")]
+    layers: list[Any] = [keras.Input(shape=(card.input_dim,), name="features")]
     for i, units in enumerate(model_cfg["hidden"]):
         layers.append(
             keras.layers.Dense(
@@ -31,9 +31,7 @@ def build_model(name: str, model_cfg: dict[str, Any], seed: int | None = None):
         )
         if model_cfg.get("dropout"):
             layers.append(keras.layers.Dropout(float(model_cfg["dropout"]), seed=seed, name=f"dropout_{i}"))
-    layers.append(
-        keras.layers.Dense(OUTPUT_DIMS[name], activation=OUTPUT_ACTIVATION[TASKS[name]], name="output")
-    )
+    layers.append(keras.layers.Dense(card.output_dim, activation=card.task.output_activation, name="output"))
     return keras.Sequential(layers, name=name)
 
 
@@ -56,7 +54,7 @@ def compile_model(model, name: str, train_cfg: dict[str, Any]) -> None:
         "regression": [keras.metrics.MeanAbsoluteError(name="mae")],
         "binary": [keras.metrics.BinaryAccuracy(name="accuracy")],
         "multiclass": [keras.metrics.CategoricalAccuracy(name="accuracy")],
-    }[TASKS[name]]
+    }[get_card(name).task.kind]
     model.compile(
         optimizer=opt_cls(learning_rate=float(train_cfg["learning_rate"])),
         loss=train_cfg["loss"],

@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from serving import processing
-from serving.spec import DIGIT, SEIZURE, TASKS, WINE
+from dlqr import processing
+from dlqr.cards import digit as DIGIT
+from dlqr.cards import seizure as SEIZURE
+from dlqr.cards import wine as WINE
 from training import data as D
 
 SPLITS = ("train", "val", "test")
@@ -55,35 +57,35 @@ def prepare_wine(cfg: dict, ds: D.WineData, max_rows: int | None = None) -> Prep
     sp = cfg["split"]
     idx = _subsample(D.random_split(len(ds.y), tuple(sp["fractions"]), sp["seed"]), max_rows, sp["seed"])
     log_names = list(cfg.get("features", {}).get("log1p", []))
-    unknown = sorted(set(log_names) - set(WINE.features))
+    unknown = sorted(set(log_names) - set(WINE.FEATURES))
     if unknown:
         raise ValueError(f"[features] log1p names unknown wine inputs: {unknown}")
-    log_cols = [WINE.features.index(n) for n in log_names]
+    log_cols = [WINE.FEATURES.index(n) for n in log_names]
     x_fit = ds.x[idx["train"]].copy()
     x_fit[:, log_cols] = np.log1p(x_fit[:, log_cols])
     x_scaler = D.StandardScaler.fit(x_fit)
     y_scaler = D.StandardScaler.fit(ds.y[idx["train"]][:, None])
     prep = {
         "model": "wine",
-        "task": TASKS["wine"],
-        "features": list(WINE.features),
-        "input_dim": len(WINE.features),
+        "task": WINE.CARD.task.kind,
+        "features": list(WINE.FEATURES),
+        "input_dim": len(WINE.FEATURES),
         "input_scaler": {**x_scaler.to_json(), "log1p": log_cols, "log1p_features": log_names},
-        "target": WINE.target[0],
-        "units": WINE.units,
+        "target": WINE.TARGET,
+        "units": WINE.UNITS,
         "target_scaler": {
             "type": "standard",
             "mean": float(y_scaler.mean[0]),
             "scale": float(y_scaler.scale[0]),
         },
         "feature_ranges": _ranges(ds.x[idx["train"]]),
-        "csv_columns": list(WINE.csv_columns),
+        "csv_columns": list(WINE.CSV_COLUMNS),
     }
     raw = {k: ds.x[v] for k, v in idx.items()}
     return Prepared(
         name="wine",
         raw=raw,
-        x={k: processing.model_input("wine", raw[k], prep) for k in SPLITS},
+        x={k: processing.model_input(raw[k], prep) for k in SPLITS},
         y={k: processing.standardize(ds.y[v], y_scaler.mean[0], y_scaler.scale[0]) for k, v in idx.items()},
         y_true={k: ds.y[v] for k, v in idx.items()},
         ids={k: v.tolist() for k, v in idx.items()},
@@ -122,11 +124,11 @@ def prepare_seizure(
     scaler = D.StandardScaler.fit(ds.x[idx["train"]])
     prep = {
         "model": "seizure",
-        "task": TASKS["seizure"],
-        "features": list(SEIZURE.features),
-        "input_dim": SEIZURE.n_samples,
+        "task": SEIZURE.CARD.task.kind,
+        "features": list(SEIZURE.FEATURES),
+        "input_dim": SEIZURE.N_SAMPLES,
         "input_scaler": scaler.to_json(),
-        "class_labels": list(SEIZURE.class_labels),
+        "class_labels": list(SEIZURE.CLASS_LABELS),
         "feature_ranges": _ranges(ds.x[idx["train"]]),
     }
     raw = {k: ds.x[v] for k, v in idx.items()}
@@ -134,7 +136,7 @@ def prepare_seizure(
     return Prepared(
         name="seizure",
         raw=raw,
-        x={k: processing.model_input("seizure", raw[k], prep) for k in SPLITS},
+        x={k: processing.model_input(raw[k], prep) for k in SPLITS},
         y={k: ds.y[v].astype(np.float32) for k, v in idx.items()},
         y_true={k: ds.y[v] for k, v in idx.items()},
         ids={k: ds.ids[v].tolist() for k, v in idx.items()},
@@ -164,13 +166,13 @@ def prepare_digit(cfg: dict, ds: D.MnistData, max_rows: int | None = None) -> Pr
     idx = _subsample(idx, max_rows, sp["seed"])
     prep = {
         "model": "digit",
-        "task": TASKS["digit"],
-        "features": [f"px{i}" for i in range(DIGIT.n_pixels)],
-        "input_dim": DIGIT.n_pixels,
-        "input_scaler": {"type": "divide", "divisor": float(DIGIT.pixel_max)},
-        "image_shape": [DIGIT.height, DIGIT.width],
-        "pixel_range": [0, DIGIT.pixel_max],
-        "class_labels": list(DIGIT.class_labels),
+        "task": DIGIT.CARD.task.kind,
+        "features": [f"px{i}" for i in range(DIGIT.N_PIXELS)],
+        "input_dim": DIGIT.N_PIXELS,
+        "input_scaler": {"type": "divide", "divisor": float(DIGIT.PIXEL_MAX)},
+        "image_shape": [DIGIT.HEIGHT, DIGIT.WIDTH],
+        "pixel_range": [0, DIGIT.PIXEL_MAX],
+        "class_labels": list(DIGIT.CLASS_LABELS),
         "feature_ranges": None,
     }
     flat_train = ds.x_train.reshape(len(ds.x_train), -1)
@@ -185,7 +187,7 @@ def prepare_digit(cfg: dict, ds: D.MnistData, max_rows: int | None = None) -> Pr
     return Prepared(
         name="digit",
         raw=raw,
-        x={k: processing.model_input("digit", raw[k], prep) for k in SPLITS},
+        x={k: processing.model_input(raw[k], prep) for k in SPLITS},
         y={k: eye[v] for k, v in labels.items()},
         y_true={k: v.astype(np.int64) for k, v in labels.items()},
         ids={k: v.tolist() for k, v in idx.items()},

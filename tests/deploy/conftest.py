@@ -1,6 +1,6 @@
 """Fixtures for the deployment tests: the rehearsed serving image and its running server.
 
-Both are session-scoped: the install (a fresh venv with CPU TensorFlow) is the
+Both are session-scoped: the install (a fresh serving-only venv: ONNX Runtime) is the
 expensive part, and the Prometheus test scrapes the same server the rehearsal
 test checks. Every process started here is killed by a finalizer.
 """
@@ -23,10 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from serving.spec import MODEL_NAMES
+from dlqr.card import names as _model_names
 from tests.conftest import REPO_ROOT
 from tests.deploy import dockerfile as D
 from tests.deploy import rehearsal as R
+
+MODEL_NAMES = _model_names()
 
 READY_TIMEOUT_S = 240
 

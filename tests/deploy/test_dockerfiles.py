@@ -103,7 +103,9 @@ def test_serve_image_builds_with_the_shared_install_script_and_pinned_constraint
     assert len(runs) == 1 and runs[0].args.split()[:2] == ["sh", INSTALL_SCRIPT]
     assert "type=cache" in runs[0].flags.get("mount", ""), "pip cache must stay out of the layers"
     script = (REPO_ROOT / INSTALL_SCRIPT).read_text()
-    assert '--constraint requirements/constraints.txt ".[cpu]"' in script
+    # The base install only (no extras): the serving runtime without TensorFlow or Keras.
+    assert "--constraint requirements/constraints.txt .\n" in script
+    assert "[cpu" not in script and "tensorflow" not in script.split("#", 1)[0]
     assert "pip uninstall" in script
     # Same interpreter in both stages: the venv is copied verbatim.
     assert builder.base == runtime.base

@@ -11,7 +11,6 @@ HEALTHCHECK command, and a bundle directory mounted at run time.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -20,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serving.spec import MODEL_NAMES
+from dlqr.card import get as get_card
+from dlqr.card import names as _model_names
 from tests.conftest import REPO_ROOT
 from tests.deploy.conftest import (
     RunningServer,
@@ -32,6 +32,7 @@ from tests.deploy.conftest import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
+MODEL_NAMES = _model_names()
 
 
 def _artifacts_dir(server: RunningServer) -> Path:
@@ -42,18 +43,10 @@ def _manifest(artifacts: Path, model: str) -> dict:
     return json.loads((artifacts / model / "manifest.json").read_text())
 
 
-def _assert_prediction_matches(model: str, got: dict, want: dict) -> None:
+def _assert_prediction_matches(model: str, got: dict, want: dict, prep: dict) -> None:
     """Served prediction == the bundle's golden prediction (training computed it with Keras)."""
-    if model == "wine":
-        assert math.isclose(got["alcohol"], want["alcohol"], rel_tol=1e-5, abs_tol=1e-4), (got, want)
-    elif model == "seizure":
-        assert math.isclose(got["probability"], want["probability"], abs_tol=1e-5), (got, want)
-        assert got["threshold"] == pytest.approx(want["threshold"])
-        if abs(want["probability"] - want["threshold"]) > 1e-5:
-            assert got["seizure"] is want["seizure"], (got, want)
-    else:
-        assert got["digit"] == want["digit"], (got, want)
-        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-5)
+    problem = get_card(model).task.compare(got, want, prep)
+    assert problem is None, (model, problem, got, want)
 
 
 def test_readyz_is_200_with_all_bundles(serving_container: RunningServer):
@@ -75,8 +68,9 @@ def test_one_prediction_per_model_matches_the_bundle(serving_container: RunningS
     assert doc["model"] == model
     assert doc["version"] == manifest["version"]
     assert len(doc["predictions"]) == len(golden)
+    prep = json.loads((_artifacts_dir(serving_container) / model / "preprocessing.json").read_text())
     for got, g in zip(doc["predictions"], golden, strict=True):
-        _assert_prediction_matches(model, got, g["prediction"])
+        _assert_prediction_matches(model, got, g["prediction"], prep)
 
 
 def test_server_runs_as_the_image_user_from_the_installed_wheel(serving_container: RunningServer):
@@ -108,6 +102,23 @@ def test_server_runs_as_the_image_user_from_the_installed_wheel(serving_containe
     venv_python = image.host_path("/opt/venv/bin/python")
     assert subprocess.run([str(venv_python), "-c", "import pip"], capture_output=True).returncode != 0
     assert not image.host_path("/src").exists()
+
+
+def test_serving_install_has_onnxruntime_and_no_tensorflow_or_keras(serving_container: RunningServer):
+    """The image's install step installs the serving set only: ONNX Runtime, not TensorFlow or Keras."""
+    venv_python = str(serving_container.image.host_path("/opt/venv/bin/python"))
+    probe = (
+        "import importlib.util as u, json; "
+        "print(json.dumps({m: u.find_spec(m) is not None for m in "
+        "('onnxruntime', 'flask', 'gunicorn', 'pydantic_settings', 'tensorflow', 'keras', 'h5py', 'tf2onnx')}))"
+    )
+    out = subprocess.run([venv_python, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert found == {
+        "onnxruntime": True, "flask": True, "gunicorn": True, "pydantic_settings": True,
+        "tensorflow": False, "keras": False, "h5py": False, "tf2onnx": False,
+    }  # fmt: skip
 
 
 def test_probes_and_healthcheck_command(serving_container: RunningServer):

@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serving.spec import MODEL_NAMES
+from dlqr.card import names as _model_names
 from tests.conftest import REPO_ROOT
 from tests.deploy.conftest import RunningServer, free_port, http, stop_process_group
+
+MODEL_NAMES = _model_names()
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -25,12 +25,10 @@ import warnings
 
 import numpy as np
 
-from serving.spec import DIGIT
-
 ALLOWED_FORMATS = ("PNG", "JPEG")
 #: MNIST's size-normalisation box and field.
 BOX = 20
-FIELD = DIGIT.height
+FIELD = 28
 #: Ink below this fraction of full scale is treated as background noise.
 INK_THRESHOLD = 0.1
 

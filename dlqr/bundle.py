@@ -3,6 +3,7 @@
 A bundle is a directory ``artifacts/<model>/`` with::
 
     model.h5             Keras model, no optimizer state
+    model.onnx           the same network for ONNX Runtime (what serving runs)
     preprocessing.json   feature order, scalers, threshold, class labels, ranges
     metrics.json         train/val/test metrics
     test_split.json      ids/indices of the test split, to recompute metrics
@@ -12,7 +13,7 @@ A bundle is a directory ``artifacts/<model>/`` with::
 ``manifest.json`` is the last file written and is the only file not hashed by
 itself. Bundles are written into a temporary sibling directory and renamed
 into place, so an interrupted export never leaves something that verifies.
-This module only needs the standard library: serving imports it before Keras.
+This module only needs the standard library.
 """
 
 from __future__ import annotations
@@ -26,10 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.spec import BUNDLE_FORMAT_VERSION, MODEL_NAMES
+#: Version of the on-disk bundle layout (manifest/preprocessing keys).
+BUNDLE_FORMAT_VERSION = 1
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.h5"
+#: The serving runtime's model (ONNX Runtime), exported from the same Keras model.
+ONNX_FILE = "model.onnx"
+#: Human-readable model card rendered from the bundle's own facts.
+MODEL_CARD_FILE = "MODEL_CARD.md"
 PREPROCESSING = "preprocessing.json"
 METRICS = "metrics.json"
 TEST_SPLIT = "test_split.json"
@@ -103,7 +109,8 @@ def staging_dir(dest: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """Parse one JSON file of a bundle; raise BundleError naming it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -127,6 +134,18 @@ class Bundle:
         return self.root / MODEL_FILE
 
     @property
+    def onnx_path(self) -> Path:
+        return self.root / ONNX_FILE
+
+    @property
+    def onnx_sha256(self) -> str | None:
+        return self.manifest["files"].get(ONNX_FILE)
+
+    @property
+    def has_onnx(self) -> bool:
+        return ONNX_FILE in self.manifest.get("files", {})
+
+    @property
     def version(self) -> str:
         return str(self.manifest["version"])
 
@@ -144,7 +163,7 @@ def verify_bundle(root: Path | str, expected_name: str | None = None) -> dict[st
     root = Path(root)
     if not root.is_dir():
         raise BundleError(f"bundle directory {root} does not exist", root)
-    manifest = _read_json(root / MANIFEST)
+    manifest = read_json(root / MANIFEST)
     if not isinstance(manifest, dict):
         raise BundleError("manifest.json is not an object", root / MANIFEST)
     fmt = manifest.get("bundle_format")
@@ -154,7 +173,7 @@ def verify_bundle(root: Path | str, expected_name: str | None = None) -> dict[st
             root / MANIFEST,
         )
     name = manifest.get("model")
-    if name not in MODEL_NAMES or (expected_name is not None and name != expected_name):
+    if not isinstance(name, str) or (expected_name is not None and name != expected_name):
         raise BundleError(f"manifest names model {name!r}, expected {expected_name!r}", root / MANIFEST)
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
@@ -186,6 +205,6 @@ def load_bundle(root: Path | str, expected_name: str | None = None) -> Bundle:
         name=manifest["model"],
         root=root,
         manifest=manifest,
-        preprocessing=_read_json(root / PREPROCESSING),
-        metrics=_read_json(root / METRICS),
+        preprocessing=read_json(root / PREPROCESSING),
+        metrics=read_json(root / METRICS),
     )
