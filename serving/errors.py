@@ -27,13 +27,13 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     "malformed-json": ("Malformed JSON", "The body is not valid JSON (400)."),
     "bad-request": ("Bad request", "The request cannot be read, e.g. an empty body (400)."),
     "not-found": ("Not found", "No such route (404)."),
-    "unknown-model": ("Unknown model", "The model name is not one of wine, seizure, digit (404)."),
+    "unknown-model": ("Unknown model", "No model of that name is served; GET /models lists them (404)."),
     "method-not-allowed": ("Method not allowed", "See the Allow header (405)."),
     "payload-too-large": ("Payload too large", "The body exceeds DLQR_MAX_BODY_BYTES (413)."),
     "batch-too-large": ("Batch too large", "More instances than DLQR_MAX_BATCH (413)."),
     "unsupported-media-type": (
         "Unsupported media type",
-        "Send application/json (or image/png / image/jpeg to /predict/digit) (415).",
+        "Send application/json, or a raw body of a media type the model lists in /models (e.g. image/png for digit) (415).",
     ),
     "validation-error": (
         "Validation error",
