@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -70,7 +69,9 @@ def server():
 @pytest.fixture(scope="module")
 def browser():
     if not (CHROMIUM and DRIVER):
-        pytest.skip("Chromium or chromedriver not installed (Debian: apt-get install chromium chromium-driver)")
+        pytest.skip(
+            "Chromium or chromedriver not installed (Debian: apt-get install chromium chromium-driver)"
+        )
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (dev extra)")
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
