@@ -389,7 +389,7 @@ class Registry:
                         "event": "model_ready",
                         "model": name,
                         "version": model.version,
-                        "sha256": model.bundle.model_sha256,
+                        "sha256": model.bundle.onnx_sha256,
                         "load_seconds": round(model.load_seconds, 3),
                         **model.selftest,
                     },

@@ -95,6 +95,17 @@ class Settings(BaseSettings):
     def _expand(cls, value: Any) -> Any:
         return Path(value).expanduser() if isinstance(value, str) else value
 
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: str) -> str:
+        # Checked here, so a typo stops the Gunicorn master at start (not each worker at boot).
+        from dlqr import card as cards
+
+        for name in (n.strip() for n in value.split(",") if n.strip()):
+            if name not in cards.names():
+                raise ValueError(f"no model card named {name!r} (registered: {', '.join(cards.names())})")
+        return value
+
     @field_validator("bind")
     @classmethod
     def _check_bind(cls, bind: str) -> str:

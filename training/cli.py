@@ -231,6 +231,7 @@ def cmd_add_onnx(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from dlqr.bundle import BundleError
     from training.config import ConfigError
     from training.data import DataError
     from training.export import OnnxExportError
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (ConfigError, DataError, OnnxExportError, ValueError) as exc:
+    except (BundleError, ConfigError, DataError, OnnxExportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

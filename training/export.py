@@ -145,7 +145,13 @@ def export_onnx(model, path: Path, check_x: np.ndarray) -> dict[str, Any]:
         raise OnnxExportError(f"Keras ONNX export failed: {type(exc).__name__}: {exc}") from exc
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # e.g. an op the exporter emits but this ONNX Runtime lacks (gelu -> Erfc)
+        path.unlink(missing_ok=True)
+        raise OnnxExportError(
+            f"ONNX Runtime cannot load the exported model: {type(exc).__name__}: {exc}"
+        ) from exc
     inp = sess.get_inputs()[0].name
     worst = 0.0
     for start in range(0, len(check_x), 4096):

@@ -192,5 +192,6 @@ def run_model(
         test_split=test_split,
         manifest=manifest,
         report_files=report,
+        check_x=p.x["test"],  # ONNX Runtime must reproduce Keras on every test row, not just the goldens
     )
     return {"model": name, "bundle": str(dest), "version": version, "metrics": metrics, **train_summary}

@@ -69,7 +69,13 @@ def test_every_copied_source_is_in_the_context(dockerfile):
                     f"{dockerfile}:{copy.lineno}: {src} is missing or excluded by .dockerignore"
                 )
     # Dockerfile.gpu bind-mounts the context to install the package: it needs these.
-    for needed in ("pyproject.toml", "requirements/constraints.txt", "training/cli.py", "serving/app.py", "dlqr/bundle.py"):
+    for needed in (
+        "pyproject.toml",
+        "requirements/constraints.txt",
+        "training/cli.py",
+        "serving/app.py",
+        "dlqr/bundle.py",
+    ):
         assert needed in context
 
 

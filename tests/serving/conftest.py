@@ -68,6 +68,5 @@ def golden(artifacts) -> dict[str, list[dict]]:
     import json
 
     return {
-        n: json.loads((artifacts / n / "manifest.json").read_text())["golden"]
-        for n in ("wine", "seizure", "digit")
+        n: json.loads((artifacts / n / "manifest.json").read_text())["golden"] for n in bundles.MODEL_NAMES
     }

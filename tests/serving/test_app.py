@@ -10,9 +10,10 @@ import re
 import numpy as np
 import pytest
 
+from dlqr import card as cards
 from serving.errors import PROBLEM_CONTENT_TYPE
-from serving.spec import MODEL_NAMES
 from tests.serving import bundles
+from tests.serving.bundles import MODEL_NAMES
 
 
 def assert_problem(resp, status: int, slug: str) -> dict:
@@ -75,6 +76,51 @@ def test_tampered_bundle_makes_only_that_model_unready(make_app, artifacts_copy)
     assert post_json(c, "/predict/seizure", {"eeg": [0] * 178}).status_code == 200
     models = {m["name"]: m for m in c.get("/models").get_json()["models"]}
     assert models["digit"]["ready"] is False and "sha256" in models["digit"]["reason"]
+
+
+def _tamper_onnx(root):
+    data = bytearray((root / "digit" / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (root / "digit" / "model.onnx").write_bytes(bytes(data))
+
+
+def _drop_onnx(root):
+    # A bundle sealed without model.onnx (e.g. trained where ONNX export was impossible).
+    bundles.reseal(root / "digit", lambda d: (d / "model.onnx").unlink())
+
+
+def _foreign_onnx(root):
+    # Hashes valid, but model.onnx is another network's: the golden pairs must catch it.
+    other = bundles.write_bundle(root.parent / "other" / "digit", "digit", seed=99)
+    bundles.reseal(
+        root / "digit", lambda d: (d / "model.onnx").write_bytes((other / "model.onnx").read_bytes())
+    )
+
+
+@pytest.mark.parametrize(
+    ("spoil", "fragment"),
+    [
+        (_tamper_onnx, "sha256 mismatch for model.onnx"),
+        (_drop_onnx, "python -m training add-onnx"),
+        (_foreign_onnx, "golden pair 0 mismatch on ONNX Runtime"),
+    ],
+    ids=["tampered-onnx", "missing-onnx", "foreign-onnx"],
+)
+def test_onnx_problems_make_only_that_model_unready(make_app, artifacts_copy, golden, spoil, fragment):
+    spoil(artifacts_copy)
+    c = make_app(ARTIFACTS_DIR=artifacts_copy).test_client()
+    body = assert_problem(c.get("/readyz"), 503, "not-ready")
+    assert body["models"]["digit"]["status"] == "failed" and fragment in body["detail"]
+    assert "Retry-After" not in c.get("/readyz").headers
+    assert (
+        fragment
+        in assert_problem(post_json(c, "/predict/digit", {"pixels": [0] * 784}), 503, "not-ready")["detail"]
+    )
+    for name in ("wine", "seizure"):  # the others keep serving
+        assert body["models"][name]["status"] == "ready"
+        assert post_json(c, f"/predict/{name}", golden[name][0]["input"]).status_code == 200
+    detail = c.get("/models/digit").get_json()
+    assert detail["ready"] is False and fragment in detail["reason"] and "runtime" not in detail
 
 
 # ------------------------------------------------------------------ predict
@@ -307,12 +353,31 @@ def test_models_list_and_detail(client, artifacts):
     assert sz["model_sha256"] == manifest["files"]["model.h5"]
     assert sz["threshold"]["value"] == 0.5 and sz["test_metrics"]["roc_auc"] == 0.9
     assert "confusion_matrix" not in sz["test_metrics"]
+    assert sz["onnx_sha256"] == manifest["files"]["model.onnx"]
+    assert [models[n]["endpoint"] for n in MODEL_NAMES] == [f"/predict/{n}" for n in MODEL_NAMES]
+    assert {n: m["title"] for n, m in models.items()} == {n: cards.get(n).title for n in MODEL_NAMES}
+    assert {n: m["task"] for n, m in models.items()} == {
+        "wine": "regression",
+        "seizure": "binary",
+        "digit": "multiclass",
+    }
     detail = client.get("/models/wine").get_json()
+    assert (
+        detail["title"] == cards.get("wine").title and detail["description"] == cards.get("wine").description
+    )
+    assert detail["media_types"] == ["application/json"]
     assert detail["input_schema"]["properties"]["ph"]["maximum"] == 14
     assert "alcohol" in detail["output"]["schema"]["properties"] and detail["output"]["description"]
     assert detail["metrics"]["test"]["mae"] == 0.5 and detail["units"] == "% vol"
     assert detail["selftest"]["golden_pairs"] == 4 and detail["max_batch"] == 256
-    assert [layer["activation"] for layer in detail["layers"]] == ["relu", "relu", "linear"]
+    assert "layers" not in detail  # the NumPy fast path is gone: ONNX Runtime runs the network
+    runtime = detail["runtime"]
+    assert runtime["runtime"] == "onnxruntime"
+    assert runtime["input"]["shape"][-1] == 10 and runtime["output"]["shape"][-1] == 1
+    digit = client.get("/models/digit").get_json()
+    assert digit["media_types"] == ["application/json", "image/png", "image/jpeg"]
+    assert digit["runtime"]["input"]["shape"][-1] == 784 and digit["runtime"]["output"]["shape"][-1] == 10
+    assert digit["class_labels"] == [str(d) for d in range(10)]
 
 
 # ------------------------------------------------------------------ metrics
@@ -364,13 +429,33 @@ def test_metrics_count_requests_predictions_and_drift(make_app, artifacts, golde
             "model_info",
             model="digit",
             version=manifest["version"],
-            sha256=manifest["files"]["model.h5"],
+            sha256=manifest["files"]["model.onnx"],  # the file ONNX Runtime serves
         )
         == 1
     )
     assert _metric(text, "model_ready", model="digit") == 1
     assert 'le="0.0005"' in text and 'le="5.0"' in text  # latency buckets 0.5 ms .. 5 s
     assert "_created" not in text
+
+
+def test_endpoint_label_is_the_matched_url_rule(make_app, artifacts, golden):
+    c = make_app(ARTIFACTS_DIR=artifacts).test_client()
+    post_json(c, "/predict/digit", golden["digit"][0]["input"])
+    post_json(c, "/predict/beer", {})  # unknown model: the generic rule, not the raw path
+    post_json(c, "/predict/lager", {})
+    c.get("/predict/wine")  # 405: labelled with the rule the path matched
+    c.get("/models/seizure")
+    c.get("/models/stout")
+    c.get("/random/path/123")
+    text = c.get("/metrics").get_data(as_text=True)
+    assert _metric(text, "http_requests_total", endpoint="/predict/digit", method="POST", status="200") == 1
+    assert _metric(text, "http_requests_total", endpoint="/predict/<name>", method="POST", status="404") == 2
+    assert _metric(text, "http_requests_total", endpoint="/predict/wine", method="GET", status="405") == 1
+    assert _metric(text, "http_requests_total", endpoint="/models/seizure", method="GET", status="200") == 1
+    assert _metric(text, "http_requests_total", endpoint="/models/<name>", method="GET", status="404") == 1
+    assert _metric(text, "http_requests_total", endpoint="unmatched", method="GET", status="404") == 1
+    for raw in ("beer", "lager", "stout", "random"):
+        assert raw not in text  # random paths never create series
 
 
 def test_model_ready_is_zero_for_a_failed_model(make_app, artifacts_copy):

@@ -2,8 +2,9 @@
 
 Uses the committed bundles in artifacts/ (tiny generated ones when the repo has none yet),
 two sync workers and a private Prometheus multi-process directory. Covers every endpoint and
-error class over real HTTP, metrics aggregated across workers, readiness before/after
-loading, a tampered bundle, fail-fast settings and a clean Ctrl-C.
+error class over real HTTP, metrics aggregated across workers, workers that load before they
+accept, no TensorFlow or Keras in a ready worker, a tampered model.onnx, fail-fast settings
+and a clean Ctrl-C.
 """
 
 from __future__ import annotations
@@ -69,8 +70,10 @@ class Server:
         workers: int = 2,
         env: dict | None = None,
         prom_dir: Path | None = None,
+        config: str = "serving/gunicorn.conf.py",
     ):
         self.port = free_port()
+        self.config = config
         self.log_path = tmp / f"gunicorn-{self.port}.log"
         self.env = {
             **os.environ,
@@ -84,7 +87,8 @@ class Server:
         if prom_dir is not None:
             self.env["PROMETHEUS_MULTIPROC_DIR"] = str(prom_dir)
         self.workers = workers
-        self.startup: list[tuple[float, str, int, int]] = []  # (t, path, status, healthz status)
+        # (t, /readyz status, /healthz status, {model: status} from the /readyz body)
+        self.startup: list[tuple[float, int, int, dict[str, str]]] = []
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait_ready: bool = True) -> Server:
@@ -92,7 +96,7 @@ class Server:
         self.t0 = time.monotonic()
         # Exactly the `make serve` command line (run from the repo root).
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "serving/gunicorn.conf.py", "serving.wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "--config", self.config, "serving.wsgi:app"],
             cwd=REPO_ROOT,
             env=self.env,
             stdout=self._log,
@@ -109,9 +113,10 @@ class Server:
             if self.proc.poll() is not None:
                 raise AssertionError(f"gunicorn exited early ({self.proc.returncode}):\n{self.log()}")
             try:
-                ready = call(self.port, "GET", "/readyz", timeout=5)[0]
+                ready, _, body = call(self.port, "GET", "/readyz", timeout=5)
                 health = call(self.port, "GET", "/healthz", timeout=5)[0]
-                self.startup.append((time.monotonic() - self.t0, "/readyz", ready, health))
+                models = {n: m["status"] for n, m in json.loads(body).get("models", {}).items()}
+                self.startup.append((time.monotonic() - self.t0, ready, health, models))
             except OSError:
                 time.sleep(0.05)
                 continue
@@ -199,12 +204,16 @@ def metric(text: str, name: str, **labels) -> float:
 # ---------------------------------------------------------------------- tests
 
 
-def test_readiness_before_and_after_load(server):
+def test_workers_load_before_they_accept(server):
     assert server.after_ready == [200] * 16, "a worker answered 503 after /readyz said ready"
-    first = server.startup[0]
-    assert first[3] == 200, "liveness must answer while models load"
-    assert first[2] == 503, f"first /readyz should be 503 while loading, got {server.startup[:3]}"
-    assert server.startup[-1][2] == 200
+    assert server.startup, "no /readyz answer recorded"
+    # A worker verifies, loads and self-tests its models before it takes its first connection:
+    # no answer ever comes from a worker whose models are still pending or loading.
+    seen = {status for *_, models in server.startup for status in models.values()}
+    assert seen == {"ready"}, f"a worker answered while loading: {server.startup[:5]}"
+    assert all(health == 200 for _, _, health, _ in server.startup)
+    # /readyz may still say 503 while the *other* worker loads, never 200 before both are ready.
+    assert server.startup[-1][1] == 200
     body = json.loads(call(server.port, "GET", "/readyz")[2])
     assert body["status"] == "ready"
     for _ in range(50):  # the "ready" log line may trail the gauge update by a moment
@@ -217,7 +226,60 @@ def test_readiness_before_and_after_load(server):
         (p, m) for p in server.ready_pids() for m in ("wine", "seizure", "digit")
     }
     master = [r for r in server.lines() if r.get("event") == "app_created"]
-    assert len(master) == 2  # the app (and Keras) only ever loaded in workers
+    assert len(master) == 2  # the app (and the models) only ever loaded in workers
+    app_pids = {r["pid"] for r in master}
+    assert app_pids == server.ready_pids() and server.proc.pid not in app_pids
+    assert all(r["model_loading"] == "sync" for r in master)
+
+
+def test_ready_workers_have_no_tensorflow_or_keras(tmp_path):
+    """Each worker, once ready, has imported ONNX Runtime and neither TensorFlow nor Keras."""
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    srv = Server(
+        tmp_path,
+        committed_or_tiny(tmp_path),
+        workers=2,
+        env={"DLQR_TEST_PROBE_DIR": str(probe_dir)},
+        config="tests/serving/gunicorn_probe.conf.py",
+    )
+    try:
+        srv.start()
+        deadline = time.monotonic() + 30  # /readyz turns 200 once the gauges say so: the hook may trail
+        while len(list(probe_dir.glob("*.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        reports = [json.loads(p.read_text()) for p in sorted(probe_dir.glob("*.json"))]
+        assert len(reports) == 2, srv.log()
+        for report in reports:
+            pid, modules = report["pid"], set(report["modules"])
+            assert {
+                r["model"] for r in srv.lines() if r.get("pid") == pid and r.get("event") == "model_ready"
+            } == {
+                "wine",
+                "seizure",
+                "digit",
+            }, f"probe ran in worker {pid} before its models were ready"
+            # the probe saw a real, loaded worker
+            assert {"onnxruntime", "serving.registry", "serving.wsgi", "dlqr.cards.digit"} <= modules
+            heavy = sorted(
+                m for m in modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras", "tf2onnx")
+            )
+            assert not heavy, f"worker {pid} imported {heavy[:5]}"
+            # and no TensorFlow shared library is mapped into the process either
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert "onnxruntime" in maps
+            for lib in (
+                "libtensorflow",
+                "_pywrap_tensorflow",
+                "site-packages/tensorflow/",
+                "site-packages/keras/",
+            ):
+                assert lib not in maps, f"worker {pid} maps {lib}"
+        rss = [int(re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{r['pid']}/status").read_text()).group(1))
+               for r in reports]  # fmt: skip
+        assert max(rss) < 400 * 1024, f"worker RSS {rss} kB: TensorFlow-sized"
+    finally:
+        srv.stop()
 
 
 def test_every_endpoint(server):
@@ -364,9 +426,9 @@ def tampered(tmp_path):
     art = committed_or_tiny(tmp_path)
     dest = tmp_path / "tampered"
     shutil.copytree(art, dest)
-    data = bytearray((dest / "digit" / "model.h5").read_bytes())
+    data = bytearray((dest / "digit" / "model.onnx").read_bytes())
     data[len(data) // 2] ^= 0x01
-    (dest / "digit" / "model.h5").write_bytes(bytes(data))
+    (dest / "digit" / "model.onnx").write_bytes(bytes(data))
     return dest
 
 
@@ -386,10 +448,11 @@ def test_tampered_bundle_is_refused_and_ctrl_c_stops_cleanly(tmp_path, tampered)
                 break
             time.sleep(0.2)
         doc = _problem(call(srv.port, "GET", "/readyz"), 503, "not-ready")
-        assert doc["models"]["digit"]["status"] == "failed" and "model.h5" in doc["detail"]
+        assert doc["models"]["digit"]["status"] == "failed"
+        assert "sha256 mismatch for model.onnx" in doc["detail"]
         assert doc["models"]["wine"]["status"] == "ready"
         refused = [r for r in srv.lines() if r.get("event") == "model_refused"]
-        assert refused[0]["level"] == "ERROR" and refused[0]["file"].endswith("digit/model.h5")
+        assert refused[0]["level"] == "ERROR" and refused[0]["file"].endswith("digit/model.onnx")
         _problem(post(srv.port, "/predict/digit", {"pixels": [0] * 784}), 503, "not-ready")
         assert post(srv.port, "/predict/seizure", {"eeg": [0] * 178})[0] == 200
         text = call(srv.port, "GET", "/metrics")[2].decode()
@@ -412,6 +475,36 @@ def test_invalid_setting_stops_the_master_with_one_clear_line(tmp_path):
         rc = srv.proc.wait(60)
     finally:
         srv.stop()
-    assert rc != 0
+    assert rc == 2
     assert "invalid setting: DLQR_WORKERS='two': must be an integer" in srv.log()
     assert "Traceback" not in srv.log()
+    assert len(srv.log().strip().splitlines()) == 1  # one line, from the master, before it binds
+
+
+def test_unknown_model_name_stops_the_master_with_one_clear_line(tmp_path):
+    srv = Server(tmp_path, committed_or_tiny(tmp_path), env={"DLQR_MODELS": "wine,nope"})
+    srv.start(wait_ready=False)
+    try:
+        rc = srv.proc.wait(60)
+    finally:
+        srv.stop()
+    assert rc == 2
+    log = srv.log()
+    assert (
+        "invalid setting: DLQR_MODELS='wine,nope': no model card named 'nope' (registered: wine, seizure, digit)"
+        in log
+    )
+    assert "Traceback" not in log and "Booting worker" not in log  # refused before any worker starts
+    assert len(log.strip().splitlines()) == 1
+
+
+def test_models_setting_serves_only_those(tmp_path):
+    srv = Server(tmp_path, committed_or_tiny(tmp_path), workers=1, env={"DLQR_MODELS": "digit"})
+    try:
+        srv.start()
+        body = json.loads(call(srv.port, "GET", "/readyz")[2])
+        assert list(body["models"]) == ["digit"]
+        assert post(srv.port, "/predict/digit", {"pixels": [0] * 784})[0] == 200
+        _problem(post(srv.port, "/predict/wine", {}), 404, "unknown-model")
+    finally:
+        srv.stop()

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.spec import MODEL_NAMES, WINE
+from dlqr.cards import wine as WINE
+from tests.serving.bundles import MODEL_NAMES
 
 SETTINGS = settings(
     max_examples=150,
@@ -29,7 +30,7 @@ json_values = st.recursive(
     ),
     max_leaves=40,
 )
-wine_like = st.fixed_dictionaries({}, optional={f: st.one_of(numbers, json_values) for f in WINE.features})
+wine_like = st.fixed_dictionaries({}, optional={f: st.one_of(numbers, json_values) for f in WINE.FEATURES})
 seizure_like = st.fixed_dictionaries(
     {"eeg": st.one_of(st.lists(numbers, min_size=170, max_size=180), json_values)}
 )

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from serving.schemas import (
-    MAX_ABS,
-    WINE_EXAMPLE,
-    DigitPixelsInstance,
-    build_schemas,
-    field_errors,
-    instance_rows,
-)
-from serving.spec import DIGIT, SEIZURE, WINE
+from dlqr import card as cards
+from dlqr.cards import digit as DIGIT
+from dlqr.cards import seizure as SEIZURE
+from dlqr.cards import wine as WINE
+from dlqr.cards.digit import DigitPixelsInstance
+from dlqr.cards.wine import EXAMPLE as WINE_EXAMPLE
+from dlqr.schema import MAX_ABS
+from serving.schemas import ModelSchemas, build_schemas, model_schemas
+from tests.serving.bundles import MODEL_NAMES
 
-S = build_schemas(8)
+S = build_schemas(tuple(cards.get(n) for n in MODEL_NAMES), 8)
 
 
 def validate(name: str, body) -> object:
@@ -29,11 +29,31 @@ def validate(name: str, body) -> object:
 def errors(name: str, body) -> list[dict]:
     with pytest.raises(ValidationError) as exc:
         validate(name, body)
-    return field_errors(exc.value)
+    return S[name].field_errors(exc.value)
 
 
-def test_wine_fields_are_the_spec_features():
-    assert tuple(S["wine"].instance_adapter.json_schema()["properties"]) == WINE.features
+def test_schemas_are_built_per_card_and_cached():
+    assert list(S) == list(MODEL_NAMES)
+    assert all(isinstance(ms, ModelSchemas) and ms.name == n and ms.max_batch == 8 for n, ms in S.items())
+    assert model_schemas(cards.get("wine"), 8) is S["wine"]  # built once per (card, batch limit)
+    assert model_schemas(cards.get("wine"), 9) is not S["wine"]
+    assert S["wine"].response.__name__ == "WineResponse" and S["digit"].batch.__name__ == "DigitBatch"
+
+
+def test_wine_fields_are_the_card_features():
+    assert tuple(S["wine"].instance_adapter.json_schema()["properties"]) == WINE.FEATURES
+    assert cards.get("wine").features == WINE.FEATURES
+
+
+def test_prediction_schemas_take_their_keys_from_the_card():
+    for name in MODEL_NAMES:
+        card = cards.get(name)
+        assert tuple(S[name].prediction.model_json_schema()["properties"]) == card.task.output_keys()
+    assert tuple(S["seizure"].prediction.model_json_schema()["properties"]) == (
+        "probability",
+        "seizure",
+        "threshold",
+    )
 
 
 def test_wine_single_and_batch_accepted():
@@ -41,8 +61,11 @@ def test_wine_single_and_batch_accepted():
     batch = validate("wine", {"instances": [WINE_EXAMPLE, {**WINE_EXAMPLE, "ph": 3}]})
     assert single.ph == 3.0
     assert len(batch.instances) == 2 and batch.instances[1].ph == 3.0
-    rows = instance_rows("wine", batch.instances, WINE.features)
-    assert rows.shape == (2, 10) and rows[0, WINE.features.index("density")] == 1.001
+    rows = cards.get("wine").rows(batch.instances, WINE.FEATURES)
+    assert rows.shape == (2, 10) and rows[0, WINE.FEATURES.index("density")] == 1.001
+    # the bundle's feature order wins over the API's
+    reordered = cards.get("wine").rows(batch.instances, WINE.FEATURES[::-1])
+    assert np.array_equal(reordered, rows[:, ::-1])
 
 
 @pytest.mark.parametrize(
@@ -100,7 +123,7 @@ def test_body_must_be_an_object(body):
 
 
 def test_seizure_needs_exactly_178_finite_samples():
-    ok = validate("seizure", {"eeg": list(range(SEIZURE.n_samples))})
+    ok = validate("seizure", {"eeg": list(range(SEIZURE.N_SAMPLES))})
     assert len(ok.eeg) == 178
     assert errors("seizure", {"eeg": [0] * 177})[0] == {
         "loc": ["eeg"],
@@ -119,9 +142,9 @@ def test_digit_flat_and_nested_pixels_give_the_same_row():
     flat = validate("digit", {"pixels": img.reshape(-1).tolist()})
     nested = validate("digit", {"pixels": img.tolist()})
     assert isinstance(flat, DigitPixelsInstance)
-    a = instance_rows("digit", [flat], ())
-    b = instance_rows("digit", [nested], ())
-    assert a.shape == (1, DIGIT.n_pixels) and np.array_equal(a, b) and np.array_equal(a[0], img.reshape(-1))
+    a = cards.get("digit").rows([flat])
+    b = cards.get("digit").rows([nested])
+    assert a.shape == (1, DIGIT.N_PIXELS) and np.array_equal(a, b) and np.array_equal(a[0], img.reshape(-1))
 
 
 @pytest.mark.parametrize(
@@ -196,6 +219,6 @@ def test_parse_shortcut_agrees_with_the_discriminated_union(body):
         except ValidationError as exc:
             with pytest.raises(ValidationError) as got:
                 S["wine"].parse(variant)
-            assert field_errors(got.value) == field_errors(exc)
+            assert S["wine"].field_errors(got.value) == S["wine"].field_errors(exc)
         else:
             assert S["wine"].parse(variant) == want

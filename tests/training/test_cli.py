@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from dlqr import bundle as B
+from tests.serving import bundles
 from training.cli import main
 
 
@@ -16,8 +18,14 @@ def test_help_lists_commands(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ("train", "evaluate", "fetch", "gpu-check"):
+    for cmd in ("train", "evaluate", "fetch", "gpu-check", "add-onnx"):
         assert cmd in out
+
+
+def test_model_choices_come_from_the_registered_cards(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "{wine,seizure,digit,all}" in capsys.readouterr().out
 
 
 def test_unknown_model_is_an_argparse_error(capsys):
@@ -81,3 +89,64 @@ def test_train_then_evaluate_subprocess(tmp_path, real_data_dir, repo_root):
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
     assert res["matches_bundle"] is True and res["n_test"] == 300
+
+
+# ---------------------------------------------------------------------- add-onnx
+
+
+def _sealed_without_onnx(dest, name, version="2026.03.04.050607"):
+    """A bundle as trained where ONNX export was impossible: resealed without model.onnx."""
+    bundles.write_bundle(dest, name, version=version)
+    return bundles.reseal(dest, lambda d: (d / "model.onnx").unlink(), lambda m: m.pop("onnx"))
+
+
+def _serves(artifacts, name, golden):
+    from serving.app import create_app
+
+    app = create_app({"ARTIFACTS_DIR": artifacts, "MODEL_LOADING": "sync", "MODELS": [name]})
+    state = app.extensions["dlqr"].registry.states[name]
+    assert state.ready, state.reason
+    r = app.test_client().post(f"/predict/{name}", json={"instances": [g["input"] for g in golden]})
+    assert r.status_code == 200, r.data
+    return r.get_json()["predictions"]
+
+
+def test_add_onnx_makes_a_bundle_without_it_serve(tmp_path, capsys):
+    from serving.app import create_app
+
+    art = tmp_path / "artifacts"
+    dest = _sealed_without_onnx(art / "digit", "digit")
+    before = B.load_bundle(dest, "digit").manifest
+    app = create_app({"ARTIFACTS_DIR": art, "MODEL_LOADING": "sync", "MODELS": ["digit"]})
+    assert "add-onnx" in app.extensions["dlqr"].registry.states["digit"].reason  # not ready yet
+
+    assert main(["add-onnx", str(dest), "--golden-only"]) == 0
+    out = capsys.readouterr().out
+    assert f"ok  digit {before['version']}: model.onnx added" in out and "on 4 rows" in out
+    after = B.load_bundle(dest, "digit").manifest  # verifies: every hash matches, model.onnx included
+    assert after["version"] == before["version"] and after["golden"] == before["golden"]
+    assert after["files"]["model.onnx"] == B.sha256_file(dest / "model.onnx")
+    assert after["onnx"]["rows_checked"] == 4 and after["onnx"]["max_abs_diff_vs_keras"] <= 1e-5
+    preds = _serves(art, "digit", after["golden"])
+    assert [p["digit"] for p in preds] == [g["prediction"]["digit"] for g in after["golden"]]
+
+
+def test_add_onnx_checks_the_recorded_test_rows_of_the_real_data(tmp_path, real_data_dir, capsys):
+    art = tmp_path / "artifacts"
+    dest = _sealed_without_onnx(art / "wine", "wine")  # test_split.json records rows 0..4
+    assert main(["add-onnx", str(dest), "--data-dir", str(real_data_dir)]) == 0
+    assert "on 9 rows" in capsys.readouterr().out  # 4 golden pairs + 5 recorded test rows
+    manifest = B.load_bundle(dest, "wine").manifest
+    assert manifest["onnx"]["rows_checked"] == 9 and manifest["version"] == "2026.03.04.050607"
+    _serves(art, "wine", manifest["golden"])
+
+
+def test_add_onnx_errors_are_one_line(tmp_path, capsys):
+    assert main(["add-onnx", str(tmp_path / "nope"), "--golden-only"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bundle directory") and "Traceback" not in err
+    dest = _sealed_without_onnx(tmp_path / "artifacts" / "wine", "wine")
+    (dest / "metrics.json").write_text("{}")  # tampered: refuse to re-seal it
+    assert main(["add-onnx", str(dest), "--golden-only"]) == 2
+    assert "sha256 mismatch for metrics.json" in capsys.readouterr().err
+    assert not (dest / "model.onnx").exists()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving import bundle as B
-from serving import processing
+from dlqr import bundle as B
+from dlqr import card as cards
+from dlqr import processing
 from training import config as C
 from training import data as D
 from training import pipeline as P
@@ -39,26 +40,37 @@ def _synthetic(name: str):
 
 def _check_bundle(dest, name):
     import keras
+    from pydantic import TypeAdapter
 
+    from serving.registry import OnnxForward, ort_session
+
+    card = cards.get(name)
     b = B.load_bundle(dest, name)
     model = keras.saving.load_model(str(b.model_path), compile=False, safe_mode=True)
+    onnx = OnnxForward(ort_session(b.onnx_path.read_bytes()))
     assert b.manifest["golden"], "bundle must carry golden pairs"
+    adapter = TypeAdapter(card.instance)
     for g in b.manifest["golden"]:
-        row = processing.instance_to_row(name, g["input"], b.preprocessing)
-        out = np.asarray(
-            model.predict(processing.model_input(name, np.array([row]), b.preprocessing), verbose=0)
-        )
-        np.testing.assert_allclose(out[0], g["raw_output"], rtol=1e-5, atol=1e-6)
-        got = processing.postprocess(name, out, b.preprocessing)[0]
-        assert set(got) == set(g["prediction"])
-        for key, expected in g["prediction"].items():
-            if isinstance(expected, bool | int) and not isinstance(expected, float):
-                assert got[key] == expected, key  # class / decision must match exactly
-            else:
-                np.testing.assert_allclose(got[key], expected, rtol=1e-5, atol=1e-6)
+        row = card.rows([adapter.validate_python(g["input"])], b.preprocessing["features"])
+        x = processing.model_input(row, b.preprocessing)
+        for runtime, out in (("keras", np.asarray(model.predict(x, verbose=0))), ("onnx", onnx(x))):
+            np.testing.assert_allclose(out[0], g["raw_output"], rtol=1e-5, atol=1e-6, err_msg=runtime)
+            got = card.task.postprocessor(b.preprocessing)(np.asarray(out, dtype=np.float64))[0]
+            assert set(got) == set(g["prediction"])
+            assert card.task.compare(got, g["prediction"], b.preprocessing) is None, runtime
+            for key, expected in g["prediction"].items():
+                if isinstance(expected, bool | int) and not isinstance(expected, float):
+                    assert got[key] == expected, key  # class / decision must match exactly
+                else:
+                    np.testing.assert_allclose(got[key], expected, rtol=1e-5, atol=1e-6)
     for key in ("version", "created", "git_commit", "library_versions", "data", "split", "hyperparameters"):
         assert key in b.manifest
     assert set(b.metrics) >= {"train", "val", "test", "quality_bars"}
+    # model.onnx was checked against Keras on the golden pairs and every test row
+    n_test = len(B.read_json(dest / B.TEST_SPLIT)["test_ids"])
+    assert b.manifest["onnx"]["rows_checked"] == len(b.manifest["golden"]) + n_test
+    assert b.manifest["onnx"]["max_abs_diff_vs_keras"] <= 1e-5
+    assert b.manifest["library_versions"]["tf2onnx"] and b.manifest["library_versions"]["onnxruntime"]
     return b
 
 

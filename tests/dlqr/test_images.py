@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from serving.images import ImageError, decode_base64, image_to_pixels, normalize_ink
+from dlqr.images import ImageError, decode_base64, image_to_pixels, normalize_ink
 
 
 def _png(img: Image.Image, fmt: str = "PNG") -> bytes:
