@@ -1,10 +1,11 @@
 """Build small but real artifact bundles for serving tests.
 
-A bundle made here has the exact layout training exports (a Keras ``.h5``
-MLP with the right input/output sizes, preprocessing.json, metrics.json,
-test_split.json, a report file, a sealed manifest with sha256s and golden
-pairs computed by ``keras.Model.predict`` + :mod:`serving.processing`), so
-the server cannot tell it from a trained one except by its accuracy.
+A bundle made here is written by the real export (:func:`training.export.export_bundle`):
+a Keras ``.h5`` MLP with the card's input/output sizes, its ``model.onnx``
+checked against Keras, preprocessing.json, metrics.json, test_split.json, a
+report file and a sealed manifest with sha256s and golden pairs computed
+through :mod:`dlqr.processing` and the card's task, so the server cannot tell
+it from a trained one except by its accuracy.
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from serving import bundle as B
-from serving.spec import DIGIT, INPUT_DIMS, OUTPUT_DIMS, SEIZURE, TASKS, WINE
+from dlqr import bundle as B
+from dlqr.card import get as get_card
+from dlqr.cards import digit as DIGIT
+from dlqr.cards import seizure as SEIZURE
+from dlqr.cards import wine as WINE
 
-# The same instance/golden-pair builders the real export uses, so test bundles match shipped ones.
-from training.export import api_instance, golden_pairs  # noqa: F401  (re-exported for the tests)
+# The same golden-pair builder and export the real training uses, so test bundles match shipped ones.
+from training.export import export_bundle, golden_pairs
 
-OUTPUT_ACTIVATION = {"regression": "linear", "binary": "sigmoid", "multiclass": "softmax"}
+#: The built-in cards (dlqr/cards/), in their listed order; the bundles built here cover exactly these.
+MODEL_NAMES = ("wine", "seizure", "digit")
 
 #: Plausible white-wine statistics (mean, std) per feature, API order.
 WINE_STATS = {
@@ -43,13 +48,13 @@ WINE_STATS = {
 def preprocessing(name: str, threshold: float = 0.5) -> dict[str, Any]:
     """A preprocessing.json for ``name`` with realistic scalers and ranges."""
     if name == "wine":
-        mean = [WINE_STATS[f][0] for f in WINE.features]
-        scale = [WINE_STATS[f][1] for f in WINE.features]
+        mean = [WINE_STATS[f][0] for f in WINE.FEATURES]
+        scale = [WINE_STATS[f][1] for f in WINE.FEATURES]
         return {
             "model": "wine",
-            "task": TASKS["wine"],
-            "features": list(WINE.features),
-            "input_dim": len(WINE.features),
+            "task": "regression",
+            "features": list(WINE.FEATURES),
+            "input_dim": len(WINE.FEATURES),
             "input_scaler": {"type": "standard", "mean": mean, "scale": scale},
             "target": "alcohol",
             "units": "% vol",
@@ -60,14 +65,14 @@ def preprocessing(name: str, threshold: float = 0.5) -> dict[str, Any]:
             },
         }
     if name == "seizure":
-        n = SEIZURE.n_samples
+        n = SEIZURE.N_SAMPLES
         return {
             "model": "seizure",
-            "task": TASKS["seizure"],
-            "features": list(SEIZURE.features),
+            "task": "binary",
+            "features": list(SEIZURE.FEATURES),
             "input_dim": n,
             "input_scaler": {"type": "standard", "mean": [-10.0] * n, "scale": [160.0] * n},
-            "class_labels": list(SEIZURE.class_labels),
+            "class_labels": list(SEIZURE.CLASS_LABELS),
             "threshold": {
                 "value": threshold,
                 "policy": "max_f1",
@@ -80,12 +85,12 @@ def preprocessing(name: str, threshold: float = 0.5) -> dict[str, Any]:
     if name == "digit":
         return {
             "model": "digit",
-            "task": TASKS["digit"],
-            "features": [f"px{i}" for i in range(DIGIT.n_pixels)],
-            "input_dim": DIGIT.n_pixels,
+            "task": "multiclass",
+            "features": list(DIGIT.FEATURES),
+            "input_dim": DIGIT.N_PIXELS,
             "input_scaler": {"type": "divide", "divisor": 255.0},
-            "image_shape": [DIGIT.height, DIGIT.width],
-            "class_labels": list(DIGIT.class_labels),
+            "image_shape": [DIGIT.HEIGHT, DIGIT.WIDTH],
+            "class_labels": list(DIGIT.CLASS_LABELS),
             "feature_ranges": None,
         }
     raise ValueError(name)
@@ -95,36 +100,46 @@ def sample_rows(name: str, n: int, seed: int = 0) -> np.ndarray:
     """Random inputs in API units (valid under the request schema)."""
     rng = np.random.default_rng(seed)
     if name == "wine":
-        mean = np.array([WINE_STATS[f][0] for f in WINE.features])
-        std = np.array([WINE_STATS[f][1] for f in WINE.features])
+        mean = np.array([WINE_STATS[f][0] for f in WINE.FEATURES])
+        std = np.array([WINE_STATS[f][1] for f in WINE.FEATURES])
         return np.round(np.abs(rng.normal(mean, std, size=(n, len(mean)))), 4)
     if name == "seizure":
-        return np.round(rng.normal(-10, 150, size=(n, SEIZURE.n_samples)))
+        return np.round(rng.normal(-10, 150, size=(n, SEIZURE.N_SAMPLES)))
     if name == "digit":
-        x = rng.integers(0, 256, size=(n, DIGIT.n_pixels))
+        x = rng.integers(0, 256, size=(n, DIGIT.N_PIXELS))
         x[rng.random(x.shape) < 0.8] = 0
         return x.astype(np.float64)
     raise ValueError(name)
 
 
+def api_instance(name: str, row: np.ndarray, prep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One row in API units as the JSON instance a client would POST (the card's own conversion)."""
+    features = (prep or {}).get("features")
+    return get_card(name).instance_from_row(row, features)
+
+
 def build_model(
     name: str, hidden: Sequence[int] = (16, 8), seed: int = 0, dropout: float = 0.0, activation: str = "relu"
 ):
-    """A fresh Keras MLP with the spec's input/output sizes (the book's layer types)."""
+    """A fresh Keras MLP with the card's input/output sizes (the book's layer types)."""
     import keras
 
+    card = get_card(name)
     keras.utils.set_random_seed(seed)
-    layers: list[Any] = [keras.Input(shape=(INPUT_DIMS[name],), name="features")]
+    layers: list[Any] = [keras.Input(shape=(card.input_dim,), name="features")]
     for units in hidden:
         layers.append(keras.layers.Dense(int(units), activation=activation))
         if dropout:
             layers.append(keras.layers.Dropout(dropout))
-    layers.append(keras.layers.Dense(OUTPUT_DIMS[name], activation=OUTPUT_ACTIVATION[TASKS[name]]))
+    layers.append(keras.layers.Dense(card.output_dim, activation=card.task.output_activation))
     return keras.Sequential(layers, name=name)
 
 
-def save_h5(model, path: Path) -> None:
-    model.save(str(path), include_optimizer=False)
+DEFAULT_METRICS = {
+    "regression": {"test": {"mae": 0.5, "rmse": 0.7, "mae_scaled": 0.4}},
+    "binary": {"test": {"roc_auc": 0.9, "accuracy": 0.9, "confusion_matrix": [[1, 0], [0, 1]]}},
+    "multiclass": {"test": {"accuracy": 0.9}},
+}
 
 
 def write_bundle(
@@ -137,25 +152,17 @@ def write_bundle(
     version: str = "2026.01.01.000000",
     n_golden: int = 4,
     prep: dict[str, Any] | None = None,
+    rows: np.ndarray | None = None,
     manifest_hook: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
-    """Build and seal one bundle at ``dest`` (``.../artifacts/<name>``)."""
+    """Build and seal one bundle at ``dest`` (``.../artifacts/<name>``) with the real export."""
     model = model if model is not None else build_model(name, hidden, seed)
     prep = prep if prep is not None else preprocessing(name)
-    staging = B.staging_dir(dest)
-    save_h5(model, staging / B.MODEL_FILE)
-    B.dump_json(prep, staging / B.PREPROCESSING)
-    metrics = {
-        "wine": {"test": {"mae": 0.5, "rmse": 0.7, "mae_scaled": 0.4}},
-        "seizure": {"test": {"roc_auc": 0.9, "accuracy": 0.9, "confusion_matrix": [[1, 0], [0, 1]]}},
-        "digit": {"test": {"accuracy": 0.9}},
-    }[name]
-    B.dump_json({"train": metrics["test"], "val": metrics["test"], **metrics}, staging / B.METRICS)
-    B.dump_json({"test_ids": list(range(5))}, staging / B.TEST_SPLIT)
-    (staging / "report").mkdir()
-    (staging / "report" / "history.csv").write_text("epoch,loss\n0,1.0\n")
+    rows = rows if rows is not None else sample_rows(name, n_golden, seed + 100)
+    metrics = DEFAULT_METRICS[get_card(name).task.kind]
+    report = Path(B.staging_dir(Path(dest).parent / f".report-{name}")) / "history.csv"
+    report.write_text("epoch,loss\n0,1.0\n")
     manifest = {
-        "model": name,
         "version": version,
         "created": "2026-01-01T00:00:00Z",
         "git_commit": "test",
@@ -164,28 +171,47 @@ def write_bundle(
         "data": {},
         "split": {},
         "hyperparameters": {"hidden": list(hidden)},
-        "golden": golden_pairs(name, model, sample_rows(name, n_golden, seed + 100), prep),
+        "golden": golden_pairs(name, model, rows, prep),
     }
     if manifest_hook is not None:
         manifest_hook(manifest)
-    return B.write_bundle(staging, Path(dest), manifest)
+    try:
+        return export_bundle(
+            Path(dest),
+            name=name,
+            model=model,
+            preprocessing=prep,
+            metrics={"train": metrics["test"], "val": metrics["test"], **metrics},
+            test_split={"test_ids": list(range(5))},
+            manifest=manifest,
+            report_files={"history.csv": report},
+        )
+    finally:
+        shutil.rmtree(report.parent, ignore_errors=True)
 
 
 def write_all(root: Path, **kw) -> Path:
     """All three bundles under ``root`` (an artifacts dir)."""
-    for name in ("wine", "seizure", "digit"):
+    for name in MODEL_NAMES:
         write_bundle(root / name, name, **kw)
     return root
 
 
-def reseal(root: Path, mutate: Callable[[Path], None]) -> Path:
-    """Change files of a sealed bundle, then seal it again (hashes valid, content altered).
+def reseal(
+    root: Path,
+    mutate: Callable[[Path], None] = lambda staging: None,
+    manifest_hook: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
+    """Change files (and optionally the manifest) of a sealed bundle, then seal it again.
 
-    Models a bundle that was *built* wrong, as opposed to one tampered with after sealing.
+    Hashes stay valid, content is altered: models a bundle that was *built* wrong, as
+    opposed to one tampered with after sealing.
     """
     root = Path(root)
     sealed = json.loads((root / B.MANIFEST).read_text())
     manifest = {k: v for k, v in sealed.items() if k not in ("files", "bundle_format")}
+    if manifest_hook is not None:
+        manifest_hook(manifest)
     staging = B.staging_dir(root)
     shutil.rmtree(staging)
     shutil.copytree(root, staging)

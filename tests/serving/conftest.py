@@ -69,5 +69,5 @@ def golden(artifacts) -> dict[str, list[dict]]:
 
     return {
         n: json.loads((artifacts / n / "manifest.json").read_text())["golden"]
-        for n in ("wine", "seizure", "digit")
+        for n in bundles.MODEL_NAMES
     }
