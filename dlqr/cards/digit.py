@@ -183,6 +183,7 @@ CARD = ModelCard(
     media={"image/png": _raw_image, "image/jpeg": _raw_image},
     input_range=(0.0, float(PIXEL_MAX)),
     input_datatype="UINT8",
+    input_name="pixels",
     schema_tags=TAGS,
     input_shape=(HEIGHT, WIDTH),
     extra={"class_labels": list(CLASS_LABELS), "image_shape": [HEIGHT, WIDTH], "pixel_range": [0, PIXEL_MAX]},

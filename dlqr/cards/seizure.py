@@ -57,5 +57,6 @@ CARD = ModelCard(
     example={"eeg": [int(80 * np.sin(i / 4)) for i in range(N_SAMPLES)]},
     to_rows=_rows,
     to_instance=_instance,
+    input_name="eeg",
     extra={"class_labels": list(CLASS_LABELS), "sampling_rate_hz": 173.61, "units": "microvolt"},
 )
