@@ -23,6 +23,7 @@ PATTERNS = D.read_dockerignore(REPO_ROOT / ".dockerignore")
         "training/runs/x/checkpoint.weights.h5",
         "server.log",
         "artifacts/.wine.tmp-abc123/model.h5",
+        "artifacts/wine/.2026.01.01.000000.tmp-abc123/model.h5",
         "artifacts/digit/report/train.log",
         ".cache/dlqr/mnist.gz",
         "tests/deploy/test_dockerignore.py",
@@ -46,6 +47,7 @@ def test_kept_out_of_the_context(path):
         "training/configs/digit.toml",
         "artifacts/wine/model.h5",
         "artifacts/wine/manifest.json",
+        "artifacts/wine/2026.11.27.002728/model.onnx",
         "artifacts/digit/report/confusion.png",
         "deploy/docker/install-serve.sh",
         "deploy/docker/healthcheck.py",
@@ -69,7 +71,13 @@ def test_every_copied_source_is_in_the_context(dockerfile):
                     f"{dockerfile}:{copy.lineno}: {src} is missing or excluded by .dockerignore"
                 )
     # Dockerfile.gpu bind-mounts the context to install the package: it needs these.
-    for needed in ("pyproject.toml", "requirements/constraints.txt", "training/cli.py", "serving/app.py", "dlqr/bundle.py"):
+    for needed in (
+        "pyproject.toml",
+        "requirements/constraints.txt",
+        "training/cli.py",
+        "serving/app.py",
+        "dlqr/bundle.py",
+    ):
         assert needed in context
 
 
