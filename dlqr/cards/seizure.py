@@ -42,7 +42,7 @@ def _rows(instances: Sequence[Any], features: Sequence[str]) -> np.ndarray:
 
 
 def _instance(card: ModelCard, row: np.ndarray, features: Sequence[str]) -> dict[str, Any]:
-    return {"eeg": [int(v) if float(v).is_integer() else float(v) for v in row]}
+    return {"eeg": [int(v) if v.is_integer() else v for v in np.asarray(row, dtype=np.float64).tolist()]}
 
 
 CARD = ModelCard(
