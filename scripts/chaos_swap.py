@@ -129,6 +129,8 @@ class Server:
         return out
 
     def stop(self) -> None:
+        if not hasattr(self, "proc"):
+            return
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -152,10 +154,12 @@ class Recorder(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.path, self.body, self.deadline, self.pause = port, path, body, deadline, pause
         self.samples: list[tuple[float, int, str | None]] = []
+        self.latencies: list[float] = []
 
     def run(self) -> None:
         conn = None
         while time.time() < self.deadline:
+            t_start = time.time()
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -164,6 +168,7 @@ class Recorder(threading.Thread):
                 data = resp.read()
                 version = json.loads(data).get("version") if resp.status == 200 else None
                 self.samples.append((time.time(), resp.status, version))
+                self.latencies.append(time.time() - t_start)
                 if resp.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None
@@ -222,8 +227,8 @@ def run_scenario(
         body_file = work / "body.json"
         body_file.write_bytes(body)
         srv = Server(art, work, workers, 0 if scenario == "hup" else poll)
-        srv.start()
         try:
+            srv.start()
             t0 = time.time()
             deadline = t0 + duration
             path = f"/predict/{model}"
@@ -243,11 +248,20 @@ def run_scenario(
             t_swap = time.time()
             defect = {"corrupt": "sha", "bad-golden": "golden"}.get(scenario)
             seal_as_version(old_dir, model_dir, NEW_VERSION, defect)
-            old_pids: set[int] = set()
+            gone: list[float] = []
             if scenario == "hup":
                 old_pids = {int(p) for p in subprocess.run(["pgrep", "-P", str(srv.proc.pid)],
                                                             capture_output=True, text=True).stdout.split()}  # fmt: skip
                 os.kill(srv.proc.pid, signal.SIGHUP)
+
+                def watch_old_workers() -> None:  # the switch is complete once every old worker has exited
+                    while time.time() < deadline + 30:
+                        if not any(Path(f"/proc/{p}").exists() for p in old_pids):
+                            gone.append(time.time())
+                            return
+                        time.sleep(0.05)
+
+                threading.Thread(target=watch_old_workers, daemon=True).start()
             for r in recorders:
                 r.join(duration + 30)
             if loader == "hey":
@@ -255,13 +269,7 @@ def run_scenario(
             switched = [e for e in srv.events("model_switched") if e.get("model") == model]
             refused = [e for e in srv.events("model_refused") if e.get("model") == model]
             if scenario == "hup":
-                # The switch is complete once every old worker has exited.
-                t_done = None
-                for _ in range(100):
-                    if not any(Path(f"/proc/{p}").exists() for p in old_pids):
-                        t_done = time.time()
-                        break
-                    time.sleep(0.1)
+                t_done = gone[0] if gone else None
             else:
                 t_done = max((_ts(e) for e in switched), default=None) if len(switched) >= workers else None
         finally:
@@ -284,6 +292,7 @@ def run_scenario(
             "probe_answers": len(samples),
             "probe_status": status,
             "probe_non_200": sum(n for c, n in status.items() if c != 200),
+            "probe_max_latency_s": round(max((x for r in recorders for x in r.latencies), default=0.0), 3),
             "first_new_answer_after_swap_s": round(new_answers[0] - t_swap, 3) if new_answers else None,
             "switch_complete_after_swap_s": round(t_done - t_swap, 3) if t_done else None,
             "answers_after_switch": len(after),
@@ -319,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--poll", type=float, default=1.0, help="DLQR_POLL_SECONDS for the poll scenarios")
     ap.add_argument("--json", type=Path, help="write the results here too")
     args = ap.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the server this script started is always stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     if not shutil.which("hey"):
         sys.exit("chaos_swap: `hey` is required (Debian/Ubuntu: apt-get install hey)")
     results = []
@@ -335,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             f" | first new-version answer {res['first_new_answer_after_swap_s']} s after the swap, switch "
             f"complete after {res['switch_complete_after_swap_s']} s, {res['old_answers_after_switch']} old "
             f"answers of {res['answers_after_switch']} after it | refused by {res['workers_refused']} workers"
+            f" | slowest probe answer {res['probe_max_latency_s']} s"
             f" | {'OK' if res['ok'] else 'FAILED'}",
             flush=True,
         )

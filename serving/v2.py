@@ -479,6 +479,60 @@ def no_route(rest: str = "") -> Response:
     raise V2Error(404, f"no route {request.path}; see /docs")
 
 
+_TENSOR = {"type": "object", "required": ["name", "datatype", "shape", "data"], "properties": {
+    "name": {"type": "string"}, "datatype": {"type": "string", "enum": sorted(DATATYPES)},
+    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+    "data": {"type": "array", "description": "row-major, flat or nested"},
+    "parameters": {"type": "object"}}}  # fmt: skip
+_INFER_REQUEST = {"type": "object", "required": ["inputs"], "properties": {
+    "id": {"type": "string"}, "parameters": {"type": "object"},
+    "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
+    "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
+                                           "properties": {"name": {"type": "string"}}}}}}  # fmt: skip
+_INFER_RESPONSE = {"type": "object", "properties": {
+    "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+    "outputs": {"type": "array", "items": _TENSOR}}}  # fmt: skip
+_ERROR = {"description": "Error", "content": {"application/json": {"schema": {
+    "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}  # fmt: skip
+
+
+def openapi_paths(specs: dict[str, V2Model]) -> dict[str, Any]:
+    """The protocol's routes for /openapi.json (and /docs): server routes, then per model."""
+
+    def op(op_id: str, summary: str, description: str = "", body: dict | None = None,
+           response: dict | None = None) -> dict[str, Any]:  # fmt: skip
+        out: dict[str, Any] = {"operationId": op_id, "tags": ["v2"], "summary": summary, "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": response or {"type": "object"}}}},
+            "400": _ERROR, "404": _ERROR, "503": _ERROR}}  # fmt: skip
+        if description:
+            out["description"] = description
+        if body:
+            out["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        return out
+
+    paths: dict[str, Any] = {
+        "/v2": {"get": op("v2_server_metadata", "Open Inference Protocol: server metadata and extensions")},
+        "/v2/health/live": {"get": op("v2_live", "Open Inference Protocol: server live")},
+        "/v2/health/ready": {
+            "get": op("v2_ready", "Open Inference Protocol: every model ready in every worker")
+        },
+    }
+    for name, spec in specs.items():
+        shapes = " or ".join(str([-1, *s]) for s in spec.row_shapes)
+        outs = ", ".join(f"`{o.name}` {o.datatype} {[-1, *o.dims]}" for o in spec.outputs)
+        desc = (f"Input `{spec.input_name}` ({' or '.join(spec.accepted)}, shape {shapes}, the batch first); "
+                f"outputs {outs}. Append `/versions/{{version}}` before `/infer` for a specific version.")  # fmt: skip
+        paths[f"/v2/models/{name}"] = {
+            "get": op(f"v2_metadata_{name}", f"Open Inference Protocol: {name} metadata")
+        }
+        paths[f"/v2/models/{name}/ready"] = {
+            "get": op(f"v2_model_ready_{name}", f"Open Inference Protocol: {name} ready")
+        }
+        paths[f"/v2/models/{name}/infer"] = {"post": op(f"v2_infer_{name}", f"Open Inference Protocol: infer with {name}",
+                                                        desc, _INFER_REQUEST, _INFER_RESPONSE)}  # fmt: skip
+    return paths
+
+
 def init_app(app: Flask, cards: tuple[ModelCard, ...]) -> None:
     """Register the protocol's routes: one rule per served card, so metric labels stay bounded."""
     app.extensions["dlqr_v2"] = {c.name: V2Model.from_card(c) for c in cards}
