@@ -33,6 +33,7 @@ import json
 import math
 import mimetypes
 import os
+import re
 import sys
 import tempfile
 import time
@@ -43,12 +44,14 @@ from typing import Any, TextIO
 
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from dlqr.card import ModelCard
 
 #: Errors listed before the run stops listing them (the count is still exact).
 MAX_REPORTED = 20
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_PLAIN_NUMBERS = re.compile(r"[0-9eE.+\-,\[\]]*")
 
 
 class InputError(Exception):
@@ -157,10 +160,21 @@ def _csv_batch(labels, texts, width, order, parse, kind, scorer: Scorer) -> Batc
     errors: list[str | None] = []
     numbers = None
     if all(len(t) == width for t in texts):
-        try:  # fast path: numpy parses the whole batch in C; any doubt falls back to per-field parsing
-            numbers = np.asarray(texts, dtype=np.int64 if parse is int else np.float64)[:, order]
-        except (ValueError, OverflowError):
-            numbers = None
+        # Fast path: the whole batch as one JSON array, parsed in Rust by pydantic-core, when every
+        # field is a plain number (only digits, sign, point, exponent). Anything else, or a value
+        # JSON does not take ("1.", ".5", "+1"), falls back to per-field parsing with exact messages.
+        text = "[[" + "],[".join(map(",".join, texts)) + "]]"
+        if _PLAIN_NUMBERS.fullmatch(text):
+            try:
+                parsed = np.asarray(from_json(text))
+            except ValueError:
+                parsed = None
+            if (
+                parsed is not None
+                and parsed.shape == (len(texts), width)
+                and (parsed.dtype.kind == "i" or (parse is float and parsed.dtype.kind == "f"))
+            ):  # an integer input with a fraction ("1.5", "2.0") takes the slow path and is refused there
+                numbers = parsed[:, order]
     for i, fields in enumerate(texts):
         if numbers is not None:
             values = numbers[i]

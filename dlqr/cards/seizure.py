@@ -42,7 +42,10 @@ def _rows(instances: Sequence[Any], features: Sequence[str]) -> np.ndarray:
 
 
 def _instance(card: ModelCard, row: np.ndarray, features: Sequence[str]) -> dict[str, Any]:
-    return {"eeg": [int(v) if v.is_integer() else v for v in np.asarray(row, dtype=np.float64).tolist()]}
+    row = np.asarray(row, dtype=np.float64)
+    if np.all(np.abs(row) < 2**53) and np.all(row == np.trunc(row)):  # UCI samples are integers
+        return {"eeg": row.astype(np.int64).tolist()}  # exact here, and ~10x faster per row
+    return {"eeg": [int(v) if v.is_integer() else v for v in row.tolist()]}
 
 
 CARD = ModelCard(
