@@ -15,7 +15,7 @@ DOCKER_BUILD_ARGS = --build-arg VERSION=$(IMAGE_VERSION) \
 	--build-arg BUILD_DATE=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-serve train serve test test-fast bench lint tensorboard docker-serve docker-train clean
+.PHONY: help install install-serve train serve test test-fast bench chaos-swap lint tensorboard docker-serve docker-train clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ install: $(STAMP) ## create .venv and install the package with CPU TensorFlow, t
 
 install-serve: $(SERVE_STAMP) ## create .venv with the serving runtime only (ONNX Runtime, no TensorFlow)
 
-train: $(STAMP) ## train all three models on the real data and export bundles to artifacts/
+train: $(STAMP) ## train all three models on the real data; each bundle is a new version artifacts/<model>/<version>/
 	$(PY) -m training train all $(DATA_ARG)
 
 serve: $(SERVE_STAMP) ## serve the committed bundles with Gunicorn on port 8000 (Ctrl-C stops)
@@ -50,6 +50,10 @@ test-fast: $(STAMP) ## tests without the slow/integration ones
 
 bench: $(STAMP) ## start Gunicorn like `make serve` and benchmark it against floor/naive servers (one table)
 	$(PY) scripts/bench.py --install-size
+	$(PY) scripts/bench_offline.py
+
+chaos-swap: $(STAMP) ## hot swap under `hey -c 16` load: good, HUP, corrupt and bad-golden new versions
+	$(PY) scripts/chaos_swap.py
 
 lint: $(STAMP) ## ruff + hadolint
 	$(VENV)/bin/ruff check dlqr training serving tests scripts deploy

@@ -70,6 +70,8 @@ class ModelCard:
     input_range: tuple[float, float] | None = None
     #: Datatype of the input tensor in the Open Inference Protocol ("FP64", "UINT8", ...).
     input_datatype: str = "FP64"
+    #: Name of that input tensor in the Open Inference Protocol.
+    input_name: str = "input"
     #: Optional input shape beyond the flat feature vector (e.g. (28, 28)), row-major.
     input_shape: tuple[int, ...] | None = None
     #: Discriminator tags inside ``instance`` (stripped from error locations shown to clients).

@@ -32,6 +32,20 @@ RTOL = 1e-5
 Postprocess = Callable[[np.ndarray], list[dict[str, Any]]]
 
 
+@dataclass(frozen=True)
+class TensorOutput:
+    """One post-processed output as an Open Inference Protocol tensor, filled from the predictions.
+
+    ``dims`` are the per-instance dimensions (``()``: one scalar per instance); ``key`` is the
+    prediction field it is read from.
+    """
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+    key: str
+
+
 def _close(a: Any, b: Any, atol: float) -> bool:
     return math.isclose(float(a), float(b), rel_tol=RTOL, abs_tol=atol)
 
@@ -61,6 +75,10 @@ class Task:
         return create_model(title, **self.prediction_fields())
 
     def describe(self) -> str:
+        raise NotImplementedError
+
+    def tensor_outputs(self) -> tuple[TensorOutput, ...]:
+        """The post-processed outputs as typed tensors (Open Inference Protocol metadata and responses)."""
         raise NotImplementedError
 
     def check_preprocessing(self, prep: dict[str, Any]) -> str | None:
@@ -111,6 +129,9 @@ class Regression(Task):
     def describe(self) -> str:
         unit = f" in {self.units}" if self.units else ""
         return f"Regression: {self.target}{unit}, unscaled from the network's standardised output."
+
+    def tensor_outputs(self) -> tuple[TensorOutput, ...]:
+        return (TensorOutput(self.target, "FP64", (), self.target),)
 
     def check_preprocessing(self, prep: dict[str, Any]) -> str | None:
         ts = prep.get("target_scaler") or {}
@@ -178,6 +199,13 @@ class Binary(Task):
             f"decision `{self.decision}` = probability >= threshold at the bundle's operating point."
         )
 
+    def tensor_outputs(self) -> tuple[TensorOutput, ...]:
+        # The probability is the network's float32 output; the decision is a boolean per instance.
+        return (
+            TensorOutput("probability", "FP32", (), "probability"),
+            TensorOutput(self.decision, "BOOL", (), self.decision),
+        )
+
     def check_preprocessing(self, prep: dict[str, Any]) -> str | None:
         t = (prep.get("threshold") or {}).get("value")
         if isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 <= t <= 1.0:
@@ -242,6 +270,13 @@ class Multiclass(Task):
         return (
             f"{len(self.classes)}-way classification: argmax `{self.label}`, its probability and the "
             "full softmax vector."
+        )
+
+    def tensor_outputs(self) -> tuple[TensorOutput, ...]:
+        return (
+            TensorOutput(self.label, "INT64", (), self.label),
+            TensorOutput("confidence", "FP32", (), "confidence"),
+            TensorOutput("probabilities", "FP32", (len(self.classes),), "probabilities"),
         )
 
     def postprocessor(self, prep: dict[str, Any]) -> Postprocess:

@@ -42,6 +42,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from dlqr import repository  # noqa: E402  (standard library only)
+
 MODELS = ("wine", "seizure", "digit")  # the shipped bundles the tables are about
 CONCURRENCY = (1, 8, 32)
 BATCHES = (1, 32, 256)
@@ -244,7 +247,8 @@ def bodies(artifacts: Path, workdir: Path) -> dict[tuple[str, str], Path]:
     """Request bodies: one real test-split instance (golden inputs), and batches of 1/32/256."""
     out = {}
     for name in MODELS:
-        golden = [g["input"] for g in json.loads((artifacts / name / "manifest.json").read_text())["golden"]]
+        bundle = repository.latest_dir(artifacts / name) or artifacts / name
+        golden = [g["input"] for g in json.loads((bundle / "manifest.json").read_text())["golden"]]
         single = workdir / f"{name}-single.json"
         single.write_text(json.dumps(golden[0]))
         out[(name, "single")] = single
@@ -326,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     workers = int(os.environ.get("DLQR_WORKERS") or 2)
     for name in MODELS:
-        if not (args.artifacts / name / "manifest.json").is_file():
+        if repository.latest_dir(args.artifacts / name) is None:
             sys.exit(f"bench: no bundle at {args.artifacts / name} (train first, or set DLQR_ARTIFACTS_DIR)")
 
     hey = ensure_hey()

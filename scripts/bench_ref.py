@@ -49,13 +49,13 @@ def naive_app() -> Flask:
     from pydantic import TypeAdapter
 
     from dlqr import card as cards
-    from dlqr import processing
+    from dlqr import processing, repository
     from dlqr.bundle import load_bundle
 
     root = Path(os.environ.get("DLQR_ARTIFACTS_DIR") or Path(__file__).resolve().parents[1] / "artifacts")
     models = {}
     for card in cards.all_cards():
-        b = load_bundle(root / card.name, card.name)
+        b = load_bundle(repository.latest_dir(root / card.name) or root / card.name, card.name)
         km = keras.saving.load_model(str(b.model_path), compile=False)
         models[card.name] = (card, TypeAdapter(card.instance), km, b.preprocessing, b.version)
     app = Flask("naive")

@@ -26,7 +26,7 @@ from serving.errors import ProblemError, problem_response
 from serving.logs import AccessLog
 from serving.metrics import Metrics
 from serving.observability import BATCH_KEY, MODEL_KEY
-from serving.registry import ModelState, Registry
+from serving.registry import LoadedModel, ModelState, Registry
 from serving.schemas import ModelSchemas
 from serving.settings import Settings
 
@@ -97,6 +97,22 @@ def _not_ready(state: ModelState) -> ProblemError:
     return ProblemError(503, "not-ready", f"model {state.name} is not ready: {state.reason}")
 
 
+def version_model(state: ModelState, version: str) -> LoadedModel:
+    """The loaded model of one version (``?version=``): 404 if absent, 503 if not served."""
+    vs = state.versions.get(version)
+    if vs is None:
+        raise ProblemError(
+            404,
+            "unknown-version",
+            f"model {state.name} has no version {version!r}; versions: {', '.join(state.versions) or 'none'}",
+        )
+    if not vs.ready:
+        why = vs.reason if vs.status == "failed" else f"{vs.status} (policy: {state.policy})"
+        raise ProblemError(503, "not-ready", f"model {state.name} version {version} is not served: {why}")
+    assert vs.model is not None
+    return vs.model
+
+
 def _read_body(req: Any, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes (413)."""
     length = req.content_length
@@ -143,9 +159,12 @@ def predict(name: str) -> Response:
             415, "unsupported-media-type",
             f"Content-Type {mimetype or '(none)'!r} is not accepted by /predict/{name}; send {accepted}",
         )  # fmt: skip
-    if not state.ready:
-        raise _not_ready(state)
-    model = state.model
+    if environ.get("QUERY_STRING") and "version" in req.args:
+        model = version_model(state, req.args["version"])
+    else:
+        if not state.ready:
+            raise _not_ready(state)
+        model = state.model
     assert model is not None  # ready implies loaded
     body = _read_body(req, svc.settings.max_body_bytes)
     if not body:
@@ -205,6 +224,8 @@ def model_summary(svc: Service, state: ModelState, detail: bool = False) -> dict
         "status": state.status,
         "ready": state.ready,
         "reason": state.reason,
+        "version_policy": state.policy,
+        "versions": [v.describe() for v in state.versions.values()],
     }
     if bundle is not None:
         man = bundle.manifest

@@ -24,7 +24,8 @@ from serving.settings import Settings, SettingsError
 
 #: Extra config keys (besides upper-cased Settings fields such as ARTIFACTS_DIR, MAX_BATCH):
 #: SETTINGS: a ready Settings object; MODEL_LOADING: "sync" (default), "background" or "none";
-#: MODELS: names to serve (default DLQR_MODELS, else every registered card).
+#: MODELS: names to serve (default DLQR_MODELS, else every registered card);
+#: WATCH: start this process's repository watcher (hot swap; serving/wsgi.py sets it for Gunicorn workers).
 LOADING_MODES = ("background", "sync", "none")
 
 
@@ -59,7 +60,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         raise SettingsError(f"MODEL_LOADING={mode!r}: must be one of {', '.join(LOADING_MODES)}")
 
     from dlqr import card as cards
-    from serving import api, errors, logs, metrics, openapi
+    from serving import api, errors, logs, metrics, openapi, v2
     from serving.registry import Registry
     from serving.schemas import build_schemas
 
@@ -83,10 +84,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     schemas = build_schemas(served, settings.max_batch)
 
     def on_change(state) -> None:
-        if state.ready:
-            met.set_model_state(state.name, True, state.model.version, state.model.bundle.onnx_sha256)
-        else:
-            met.set_model_state(state.name, False)
+        served = [(v.version, v.model.bundle.onnx_sha256 or "") for v in state.served()]
+        met.set_served_versions(state.name, state.ready, served)
 
     registry = Registry(
         settings.artifacts_dir,
@@ -95,6 +94,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         on_change=on_change,
         intra_op_threads=settings.ort_threads,
         keras_check=settings.keras_crosscheck,
+        policy=settings.policy,
+        on_refused=lambda name, version: met.model_refused.labels(name).inc(),
     )
     app.extensions["dlqr"] = api.Service(
         settings=settings,
@@ -105,6 +106,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         access_log=logs.AccessLog(),
     )
     api.init_app(app)
+    v2.init_app(app, served)
     openapi.init_app(app, schemas, _package_version())
     logging.getLogger("serving.app").info(
         "app created",
@@ -121,4 +123,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         registry.load_all()
     elif mode == "background":
         registry.start_background()
+    if config.get("WATCH"):
+        from serving.hotswap import start_watcher
+
+        app.extensions["dlqr_watcher"] = start_watcher(registry, settings.poll_seconds)
     return app

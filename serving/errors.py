@@ -28,6 +28,7 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     "bad-request": ("Bad request", "The request cannot be read, e.g. an empty body (400)."),
     "not-found": ("Not found", "No such route (404)."),
     "unknown-model": ("Unknown model", "No model of that name is served; GET /models lists them (404)."),
+    "unknown-version": ("Unknown version", "The model has no such version directory (404); see /models."),
     "method-not-allowed": ("Method not allowed", "See the Allow header (405)."),
     "payload-too-large": ("Payload too large", "The body exceeds DLQR_MAX_BODY_BYTES (413)."),
     "batch-too-large": ("Batch too large", "More instances than DLQR_MAX_BATCH (413)."),

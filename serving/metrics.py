@@ -129,6 +129,14 @@ class Metrics:
             multiprocess_mode="livemin",
             **reg,
         )
+        self.model_refused = Counter(
+            "model_refused",
+            "Model versions refused at load (verification, card check or self-test), by model; each "
+            "worker that refuses a version counts it once.",
+            ["model"],
+            **reg,
+        )
+        self._info_labels: dict[str, set[tuple[str, str]]] = {}
         self._req_children: dict[tuple[str, str, str], Any] = {}
         self.names = tuple(c.name for c in cards)
         self._tasks = {c.name: c.task for c in cards}
@@ -209,6 +217,17 @@ class Metrics:
         self.model_ready.labels(name).set(1 if ready else 0)
         if ready and version is not None:
             self.model_info.labels(name, version, sha256 or "").set(1)
+
+    def set_served_versions(self, name: str, ready: bool, served: Sequence[tuple[str, str]]) -> None:
+        """``model_ready`` and ``model_info``: 1 for each (version, onnx sha256) served now, 0 for
+        the ones this process served before and no longer does (hot swap, removal)."""
+        self.model_ready.labels(name).set(1 if ready else 0)
+        now = set(served)
+        for version, sha in self._info_labels.get(name, set()) - now:
+            self.model_info.labels(name, version, sha).set(0)
+        for version, sha in now:
+            self.model_info.labels(name, version, sha).set(1)
+        self._info_labels[name] = now
 
     def cluster_not_ready(self, expected_workers: int) -> str | None:
         """Why not every Gunicorn worker is ready yet, or None (single-process: always None).

@@ -155,6 +155,10 @@ def _pretty(obj: Any) -> str:
 def init_app(app: Flask, schemas: dict[str, ModelSchemas], version: str) -> dict[str, Any]:
     """Routes /openapi.json and /docs (both rendered once, at app creation)."""
     spec = build_openapi(schemas, version)
+    if "dlqr_v2" in app.extensions:  # the Open Inference Protocol routes (serving/v2.py)
+        from serving.v2 import openapi_paths
+
+        spec["paths"].update(openapi_paths(app.extensions["dlqr_v2"]))
     spec_json = json.dumps(spec, separators=(",", ":"))
     with app.app_context():
         page = render_template(

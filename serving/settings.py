@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     keras_crosscheck: bool = False
     #: Comma-separated model names to serve (default: every registered card).
     models: str = ""
+    #: Served versions: "latest", "all", a version, or per model "wine:2026.05.01.120000,digit:all".
+    version_policy: str = "latest"
+    #: Seconds between two scans of the model repository for new/removed versions (0: never).
+    poll_seconds: float = Field(5.0, ge=0, le=86_400, description="repository poll interval")
 
     @field_validator("*", mode="before")
     @classmethod
@@ -105,6 +109,21 @@ class Settings(BaseSettings):
             if name not in cards.names():
                 raise ValueError(f"no model card named {name!r} (registered: {', '.join(cards.names())})")
         return value
+
+    @field_validator("version_policy")
+    @classmethod
+    def _check_policy(cls, value: str) -> str:
+        from dlqr.repository import parse_policy
+
+        parse_policy(value)  # PolicyError is a ValueError: worded like any other bad setting
+        return value
+
+    @property
+    def policy(self):
+        """``version_policy`` parsed (:class:`dlqr.repository.Policy`)."""
+        from dlqr.repository import parse_policy
+
+        return parse_policy(self.version_policy)
 
     @field_validator("bind")
     @classmethod

@@ -1,9 +1,10 @@
 """WSGI entry point for Gunicorn: ``gunicorn --config serving/gunicorn.conf.py serving.wsgi:app``.
 
 Only calls the factory. Imported in each worker after fork (the config sets
-``preload_app = False``), so every worker loads and self-tests its own models.
+``preload_app = False``), so every worker loads and self-tests its own models
+and runs its own repository watcher (hot swap, :mod:`serving.hotswap`).
 """
 
 from serving.app import create_app
 
-app = create_app()
+app = create_app({"WATCH": True})

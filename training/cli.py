@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=REPO_ROOT / "artifacts",
-        help="bundles go to OUT/<model> (default: artifacts/)",
+        help="each bundle goes to a new version directory OUT/<model>/<version> (default: artifacts/)",
     )
     tr.add_argument(
         "--runs-dir",
@@ -61,12 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="TensorBoard logs, checkpoints and history (default: runs/, not in git)",
     )
     tr.add_argument("--max-rows", type=int, help="subsample each split to at most N rows (quick checks only)")
-    tr.add_argument("--version", help="bundle version string (default: UTC timestamp)")
+    tr.add_argument(
+        "--version", help="bundle version, also its directory name (default: UTC timestamp YYYY.MM.DD.HHMMSS)"
+    )
     tr.add_argument("-q", "--quiet", action="store_true", help="no per-epoch output")
 
     ev = sub.add_parser("evaluate", help="recompute a bundle's test metrics from the data and compare")
     ev.add_argument("model", choices=[*model_names(), "all"])
     ev.add_argument("--artifacts", type=Path, default=REPO_ROOT / "artifacts")
+    ev.add_argument("--version", help="version to evaluate (default: the greatest under ARTIFACTS/<model>)")
     ev.add_argument("--data-dir", type=Path)
     ev.add_argument("--cache-dir", type=Path)
 
@@ -90,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         "is available), then re-seal the manifest. For bundles trained where ONNX export was impossible "
         "(e.g. on the JAX backend without TensorFlow).",
     )
-    ao.add_argument("bundles", type=Path, nargs="+", help="bundle directories, e.g. artifacts/wine")
+    ao.add_argument(
+        "bundles", type=Path, nargs="+", help="bundle directories, e.g. artifacts/wine/2026.11.27.002728"
+    )
     ao.add_argument("--data-dir", type=Path)
     ao.add_argument("--cache-dir", type=Path)
     ao.add_argument(
@@ -150,6 +155,7 @@ def cmd_train(args) -> int:
             max_rows=args.max_rows,
             version=args.version,
             verbose=0 if args.quiet else None,
+            versioned=True,
         )
         summary["total_seconds"] = time.perf_counter() - t0
         rows.append(summary)
@@ -173,11 +179,18 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     _quiet_tf()
+    from dlqr import repository
     from training import evaluate_bundle
 
     ok = True
     for name in _models(args.model):
-        res = evaluate_bundle.recompute(name, args.artifacts / name, args.data_dir, args.cache_dir)
+        model_dir = args.artifacts / name
+        found = (
+            repository.version_dir(model_dir, args.version)
+            if args.version
+            else repository.latest_dir(model_dir)
+        )
+        res = evaluate_bundle.recompute(name, found or model_dir, args.data_dir, args.cache_dir)
         print(json.dumps(res, indent=2))
         ok &= res["matches_bundle"]
     return 0 if ok else 1

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from dlqr import repository
 from training import evaluate as E
 from training import export as X
 from training import train as T
@@ -131,10 +132,23 @@ def run_model(
     max_rows: int | None = None,
     version: str | None = None,
     verbose: int | None = None,
+    versioned: bool = False,
 ) -> dict[str, Any]:
-    """Train, evaluate and export one model; returns a summary for the timing table."""
+    """Train, evaluate and export one model; returns a summary for the timing table.
+
+    The bundle goes to ``out_dir/<name>``, or with ``versioned`` (what ``python -m training
+    train`` does) to a new version directory ``out_dir/<name>/<version>`` of the model
+    repository (:mod:`dlqr.repository`), renamed into place once complete; a flat bundle
+    already at ``out_dir/<name>`` is first moved to its own version directory.
+    """
     started = dt.datetime.now(dt.UTC)
-    version = version or X.new_version(started)
+    version = repository.check_version_name(version or X.new_version(started))
+    dest = out_dir / name
+    if versioned:
+        repository.migrate_flat(dest)
+        dest = dest / version
+        if dest.exists():
+            raise ValueError(f"{dest} already exists: versions are immutable, pick another --version")
     run_dir = runs_dir / name / version
     p = T.prepare(name, cfg, dataset, max_rows)
     fitres = T.fit(p, cfg, run_dir, verbose)
@@ -184,7 +198,7 @@ def run_model(
     }
     test_split = {"split": p.split_info, "val_ids": p.ids["val"], "test_ids": p.ids["test"]}
     dest = X.export_bundle(
-        out_dir / name,
+        dest,
         name=name,
         model=fitres.model,
         preprocessing=p.preprocessing,

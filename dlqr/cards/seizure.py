@@ -42,7 +42,10 @@ def _rows(instances: Sequence[Any], features: Sequence[str]) -> np.ndarray:
 
 
 def _instance(card: ModelCard, row: np.ndarray, features: Sequence[str]) -> dict[str, Any]:
-    return {"eeg": [int(v) if float(v).is_integer() else float(v) for v in row]}
+    row = np.asarray(row, dtype=np.float64)
+    if np.all(np.abs(row) < 2**53) and np.all(row == np.trunc(row)):  # UCI samples are integers
+        return {"eeg": row.astype(np.int64).tolist()}  # exact here, and ~10x faster per row
+    return {"eeg": [int(v) if v.is_integer() else v for v in row.tolist()]}
 
 
 CARD = ModelCard(
@@ -57,5 +60,6 @@ CARD = ModelCard(
     example={"eeg": [int(80 * np.sin(i / 4)) for i in range(N_SAMPLES)]},
     to_rows=_rows,
     to_instance=_instance,
+    input_name="eeg",
     extra={"class_labels": list(CLASS_LABELS), "sampling_rate_hz": 173.61, "units": "microvolt"},
 )

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dlqr import repository
 from dlqr.card import get as get_card
 from dlqr.card import names as _model_names
 from tests.conftest import REPO_ROOT
@@ -39,8 +40,13 @@ def _artifacts_dir(server: RunningServer) -> Path:
     return Path(server.env["DLQR_ARTIFACTS_DIR"])
 
 
+def _bundle(artifacts: Path, model: str) -> Path:
+    """The served bundle of a model: its greatest version directory (or a flat bundle)."""
+    return repository.latest_dir(artifacts / model) or artifacts / model
+
+
 def _manifest(artifacts: Path, model: str) -> dict:
-    return json.loads((artifacts / model / "manifest.json").read_text())
+    return json.loads((_bundle(artifacts, model) / "manifest.json").read_text())
 
 
 def _assert_prediction_matches(model: str, got: dict, want: dict, prep: dict) -> None:
@@ -68,7 +74,7 @@ def test_one_prediction_per_model_matches_the_bundle(serving_container: RunningS
     assert doc["model"] == model
     assert doc["version"] == manifest["version"]
     assert len(doc["predictions"]) == len(golden)
-    prep = json.loads((_artifacts_dir(serving_container) / model / "preprocessing.json").read_text())
+    prep = json.loads((_bundle(_artifacts_dir(serving_container), model) / "preprocessing.json").read_text())
     for got, g in zip(doc["predictions"], golden, strict=True):
         _assert_prediction_matches(model, got, g["prediction"], prep)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dlqr import repository
 from dlqr.card import names as _model_names
 from tests.conftest import REPO_ROOT
 from tests.deploy.conftest import RunningServer, free_port, http, stop_process_group
@@ -134,7 +135,10 @@ def test_prometheus_scrapes_the_service_metrics_with_their_labels(
     serving_container: RunningServer, prometheus
 ):
     artifacts = Path(serving_container.env["DLQR_ARTIFACTS_DIR"])
-    manifests = {m: json.loads((artifacts / m / "manifest.json").read_text()) for m in MODEL_NAMES}
+    manifests = {
+        m: json.loads((repository.latest_dir(artifacts / m) / "manifest.json").read_text())
+        for m in MODEL_NAMES
+    }
     for model, manifest in manifests.items():
         _predict(serving_container, model, [manifest["golden"][0]["input"]])
 
@@ -189,8 +193,9 @@ def test_prometheus_scrapes_the_service_metrics_with_their_labels(
 
 def test_alert_rules_evaluate_on_the_real_series(serving_container: RunningServer, prometheus):
     artifacts = Path(serving_container.env["DLQR_ARTIFACTS_DIR"])
-    manifest = json.loads((artifacts / "wine" / "manifest.json").read_text())
-    prep = json.loads((artifacts / "wine" / "preprocessing.json").read_text())
+    wine = repository.latest_dir(artifacts / "wine")
+    manifest = json.loads((wine / "manifest.json").read_text())
+    prep = json.loads((wine / "preprocessing.json").read_text())
     normal = manifest["golden"][0]["input"]
     feature, high = _out_of_range_feature(prep)
     odd = dict(normal, **{feature: high})
