@@ -166,7 +166,9 @@ def test_bundles_mounted_at_run_time_replace_the_baked_ones(
     """DLQR_ARTIFACTS_DIR pointing at another directory (a volume) serves that directory's bundles."""
     image = serving_container.image
     mounted = rehearsal_root / "mounted-models"
-    shutil.copytree(_artifacts_dir(serving_container), mounted)
+    # A volume in the flat layout (one bundle per model folder, still accepted as one version).
+    for model in MODEL_NAMES:
+        shutil.copytree(_bundle(_artifacts_dir(serving_container), model), mounted / model)
     # A "new model version": same weights, another version string. The manifest
     # is the one file a bundle does not hash, so the bundle still verifies.
     for model in MODEL_NAMES:

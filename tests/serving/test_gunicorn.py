@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from dlqr import repository
 from tests.conftest import REPO_ROOT
 from tests.serving import bundles
 
@@ -161,7 +162,7 @@ class Server:
 def committed_or_tiny(tmp: Path) -> Path:
     """The repo's committed bundles when all three exist, else freshly built tiny ones."""
     real = REPO_ROOT / "artifacts"
-    if all((real / n / "manifest.json").is_file() for n in ("wine", "seizure", "digit")):
+    if all(repository.latest_dir(real / n) is not None for n in bundles.MODEL_NAMES):
         return real
     return bundles.write_all(tmp / "artifacts")
 
@@ -188,7 +189,12 @@ def server(tmp_path_factory):
 
 
 def golden_inputs(artifacts: Path, name: str) -> list[dict]:
-    return [g["input"] for g in json.loads((artifacts / name / "manifest.json").read_text())["golden"]]
+    return [
+        g["input"]
+        for g in json.loads(
+            ((repository.latest_dir(artifacts / name) or artifacts / name) / "manifest.json").read_text()
+        )["golden"]
+    ]
 
 
 def metric(text: str, name: str, **labels) -> float:
@@ -426,9 +432,10 @@ def tampered(tmp_path):
     art = committed_or_tiny(tmp_path)
     dest = tmp_path / "tampered"
     shutil.copytree(art, dest)
-    data = bytearray((dest / "digit" / "model.onnx").read_bytes())
+    onnx = (repository.latest_dir(dest / "digit") or dest / "digit") / "model.onnx"
+    data = bytearray(onnx.read_bytes())
     data[len(data) // 2] ^= 0x01
-    (dest / "digit" / "model.onnx").write_bytes(bytes(data))
+    onnx.write_bytes(bytes(data))
     return dest
 
 
@@ -452,7 +459,8 @@ def test_tampered_bundle_is_refused_and_ctrl_c_stops_cleanly(tmp_path, tampered)
         assert "sha256 mismatch for model.onnx" in doc["detail"]
         assert doc["models"]["wine"]["status"] == "ready"
         refused = [r for r in srv.lines() if r.get("event") == "model_refused"]
-        assert refused[0]["level"] == "ERROR" and refused[0]["file"].endswith("digit/model.onnx")
+        assert refused[0]["level"] == "ERROR" and refused[0]["file"].endswith("model.onnx")
+        assert "/digit/" in refused[0]["file"]
         _problem(post(srv.port, "/predict/digit", {"pixels": [0] * 784}), 503, "not-ready")
         assert post(srv.port, "/predict/seizure", {"eeg": [0] * 178})[0] == 200
         text = call(srv.port, "GET", "/metrics")[2].decode()

@@ -15,7 +15,7 @@ import pytest
 
 from dlqr import bundle as B
 from dlqr import card as cards
-from dlqr import processing
+from dlqr import processing, repository
 from serving.registry import OnnxForward, ort_session
 from tests.conftest import REPO_ROOT
 from tests.serving import bundles
@@ -156,7 +156,7 @@ def test_onnx_equals_keras_on_every_real_test_row_committed_bundle(name, real_da
     """The committed (trained) bundle's model.onnx against its model.h5, on its recorded test split."""
     import keras
 
-    root = REPO_ROOT / "artifacts" / name
+    root = repository.latest_dir(REPO_ROOT / "artifacts" / name)
     b = B.load_bundle(root, name)
     assert b.has_onnx, f"artifacts/{name} has no model.onnx: run python -m training add-onnx {root}"
     model = keras.saving.load_model(str(b.model_path), compile=False, safe_mode=True)
@@ -198,7 +198,7 @@ def test_served_predictions_equal_keras_on_real_rows(name, real_data_dir, commit
     """Through the HTTP API (request validation, scaling, ONNX Runtime, post-processing), batched."""
     import keras
 
-    root = REPO_ROOT / "artifacts" / name
+    root = repository.latest_dir(REPO_ROOT / "artifacts" / name)
     b = B.load_bundle(root, name)
     card = cards.get(name)
     rows = real_test_rows(name, real_data_dir, root)
