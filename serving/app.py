@@ -56,7 +56,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if mode not in LOADING_MODES:
         raise SettingsError(f"MODEL_LOADING={mode!r}: must be one of {', '.join(LOADING_MODES)}")
 
-    from serving import api, errors, logs, metrics, openapi
+    from serving import api, errors, guard, logs, metrics, openapi
     from serving.registry import Registry
     from serving.schemas import build_schemas
     from serving.spec import MODEL_NAMES
@@ -92,6 +92,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         validation_context={"max_image_pixels": settings.max_image_pixels},
         access_log=logs.AccessLog(),
     )
+    guard.init_app(app, settings, met.registry)  # issue 8; must stay inside api's observability wrapper
     api.init_app(app)
     openapi.init_app(app, schemas, _package_version())
     logging.getLogger("serving.app").info(

@@ -25,6 +25,7 @@ import warnings
 
 import numpy as np
 
+from serving import budget
 from serving.spec import DIGIT
 
 ALLOWED_FORMATS = ("PNG", "JPEG")
@@ -74,6 +75,8 @@ def _open(data: bytes, max_pixels: int):
         raise ImageError(
             f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
         )
+    # Issue 8: count this image against the request's pixel budget before decoding it.
+    budget.charge_pixels(width * height)
     try:
         img.seek(0)  # first frame of an animated PNG
         img.load()

@@ -17,6 +17,7 @@ from typing import Any
 
 ENV_PREFIX = "DLQR_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+WORKER_CLASSES = ("gevent", "gthread", "sync")  # issue 8: serving/workers.py
 
 
 class SettingsError(ValueError):
@@ -50,6 +51,15 @@ class Settings:
     timeout: int = 30
     graceful_timeout: int = 20
     keepalive: int = 2
+    # --- issue 8, production hardening (serving/guard.py, serving/workers.py; README "Hardening") ---
+    worker_class: str = "gevent"  # gevent | gthread | sync: see serving/workers.py
+    worker_connections: int = 1000  # gevent: open connections per worker (idle keep-alive included)
+    read_timeout: int = 5  # s to send the request head, and again the body; slower clients get 408
+    request_timeout: int = 10  # s from head read to answer; past it 503 (queued) or 504 (working)
+    max_inflight: int = 32  # requests in work per worker; more are shed with 503 + Retry-After
+    max_request_pixels: int = 4096 * 4096  # decoded image pixels per request, all instances (~1 s of CPU)
+    control_socket: str = ""  # Gunicorn control socket path; empty: no socket
+    # --- end issue 8 ---
 
     def __post_init__(self) -> None:
         _check_int("DLQR_MAX_BATCH", self.max_batch, 1, 100_000)
@@ -63,6 +73,25 @@ class Settings:
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"DLQR_LOG_LEVEL={self.log_level!r}: must be one of {', '.join(LOG_LEVELS)}")
         _check_bind(self.bind)
+        # --- issue 8 ---
+        if self.worker_class not in WORKER_CLASSES:
+            raise SettingsError(
+                f"DLQR_WORKER_CLASS={self.worker_class!r}: must be one of {', '.join(WORKER_CLASSES)}"
+            )
+        if self.threads > 1 and self.worker_class != "gthread":
+            raise SettingsError(f"DLQR_THREADS={self.threads}: only DLQR_WORKER_CLASS=gthread uses threads")
+        _check_int("DLQR_WORKER_CONNECTIONS", self.worker_connections, 1, 100_000)
+        _check_int("DLQR_READ_TIMEOUT", self.read_timeout, 1, 3600)
+        _check_int("DLQR_REQUEST_TIMEOUT", self.request_timeout, 1, 3600)
+        _check_int("DLQR_MAX_INFLIGHT", self.max_inflight, 1, 100_000)
+        _check_int("DLQR_MAX_REQUEST_PIXELS", self.max_request_pixels, 28 * 28, 1 << 32)
+        if self.request_timeout >= self.timeout:
+            raise SettingsError(
+                f"DLQR_REQUEST_TIMEOUT={self.request_timeout} must be below DLQR_TIMEOUT={self.timeout} "
+                "(the worker timeout), or the worker is killed before the deadline answers"
+            )
+        if self.control_socket and not self.control_socket.startswith("/"):
+            raise SettingsError(f"DLQR_CONTROL_SOCKET={self.control_socket!r}: must be an absolute path")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -76,7 +105,7 @@ class Settings:
                 continue
             if f.name == "artifacts_dir":
                 kwargs[f.name] = Path(raw).expanduser()
-            elif f.name in ("log_level", "bind"):
+            elif f.name in ("log_level", "bind", "worker_class", "control_socket"):
                 kwargs[f.name] = raw.upper() if f.name == "log_level" else raw
             else:
                 try:

@@ -12,6 +12,8 @@ from serving.settings import Settings, SettingsError, default_artifacts_dir
 def test_defaults_match_the_documented_contract():
     s = Settings.from_env({})
     assert (s.max_batch, s.workers, s.threads, s.bind) == (256, 2, 1, "127.0.0.1:8000")
+    assert (s.worker_class, s.read_timeout, s.request_timeout, s.max_inflight) == ("gevent", 5, 10, 32)
+    assert s.max_request_pixels == 4096 * 4096 and s.control_socket == ""  # one full-size image; no socket
     assert s.log_level == "INFO"
     assert s.artifacts_dir == default_artifacts_dir()
 
@@ -29,12 +31,21 @@ def test_reads_every_variable():
         "DLQR_GRACEFUL_TIMEOUT": "10",
         "DLQR_KEEPALIVE": "5",
         "DLQR_MAX_IMAGE_PIXELS": "1000000",
+        "DLQR_WORKER_CLASS": "gthread",
+        "DLQR_WORKER_CONNECTIONS": "100",
+        "DLQR_READ_TIMEOUT": "3",
+        "DLQR_REQUEST_TIMEOUT": "7",
+        "DLQR_MAX_INFLIGHT": "4",
+        "DLQR_MAX_REQUEST_PIXELS": "2000000",
+        "DLQR_CONTROL_SOCKET": "/run/dlqr/gunicorn.ctl",
     }
     s = Settings.from_env(env)
     assert s.artifacts_dir == Path("/srv/models")
     assert (s.max_batch, s.max_body_bytes, s.log_level, s.bind) == (64, 1 << 20, "DEBUG", "0.0.0.0:8000")
     assert (s.workers, s.threads, s.timeout, s.graceful_timeout, s.keepalive) == (4, 2, 60, 10, 5)
     assert s.max_image_pixels == 1_000_000
+    assert (s.worker_class, s.worker_connections, s.read_timeout, s.request_timeout) == ("gthread", 100, 3, 7)
+    assert (s.max_inflight, s.max_request_pixels, s.control_socket) == (4, 2_000_000, "/run/dlqr/gunicorn.ctl")
 
 
 def test_empty_values_mean_default():
@@ -53,6 +64,13 @@ def test_empty_values_mean_default():
         ("DLQR_BIND", "127.0.0.1:99999", "HOST:PORT"),
         ("DLQR_BIND", "unix:", "unix socket"),
         ("DLQR_TIMEOUT", "1.5", "must be an integer"),
+        ("DLQR_WORKER_CLASS", "eventlet", "gevent, gthread, sync"),
+        ("DLQR_THREADS", "4", "only DLQR_WORKER_CLASS=gthread"),
+        ("DLQR_READ_TIMEOUT", "0", "DLQR_READ_TIMEOUT"),
+        ("DLQR_MAX_INFLIGHT", "0", "DLQR_MAX_INFLIGHT"),
+        ("DLQR_MAX_REQUEST_PIXELS", "10", "DLQR_MAX_REQUEST_PIXELS"),
+        ("DLQR_REQUEST_TIMEOUT", "30", "below DLQR_TIMEOUT"),
+        ("DLQR_CONTROL_SOCKET", "gunicorn.ctl", "absolute path"),
     ],
 )
 def test_invalid_values_name_the_variable(key, value, fragment):
