@@ -13,7 +13,7 @@ DOCKER_BUILD_ARGS = --build-arg VERSION=$(IMAGE_VERSION) \
 	--build-arg BUILD_DATE=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
 .DEFAULT_GOAL := help
-.PHONY: help install train serve test test-fast bench lint tensorboard docker-serve docker-train clean
+.PHONY: help install train serve test test-fast bench chaos lint tensorboard docker-serve docker-train clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ test-fast: $(STAMP) ## tests without the slow/integration ones
 
 bench: $(STAMP) ## start Gunicorn like `make serve` and benchmark it (prints one table)
 	$(PY) scripts/bench.py
+
+chaos: $(STAMP) ## reliability scenarios against a real server (slow clients, CPU bomb, signals...); ~15 min
+	$(PY) scripts/chaos.py $(CHAOS_ARGS)
 
 lint: $(STAMP) ## ruff + hadolint
 	$(VENV)/bin/ruff check training serving tests scripts deploy
