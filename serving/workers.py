@@ -273,7 +273,9 @@ def _gevent_worker_class() -> type:
             req = None
             try:
                 parser = http.get_parser(self.cfg, client, addr)
-                listener_name = listener.getsockname()
+                # Known before the listener is closed on SIGTERM (connections drained from the
+                # accept queue are served after that).
+                listener_name = self.listener_names.get(listener) or listener.getsockname()
                 served = 0
                 while True:
                     req = None
@@ -300,7 +302,7 @@ def _gevent_worker_class() -> type:
             except (ConnectionError, TimeoutError) as e:
                 self.log.debug("connection ended: %s", e)
             except OSError as e:
-                if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF):
+                if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                     self.log.exception("Socket error processing request.")
             except BaseException as e:  # parse errors, and a WorkerAborted outside the app
                 self.handle_error(req, client, addr, e)
@@ -318,6 +320,7 @@ def _gevent_worker_class() -> type:
                     self.notify()
                     gevent.sleep(0.1)
             servers = []
+            self.listener_names = {s: s.getsockname() for s in self.sockets}
             for s in self.sockets:
                 s.setblocking(1)
                 server = StreamServer(

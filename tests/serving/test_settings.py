@@ -45,7 +45,11 @@ def test_reads_every_variable():
     assert (s.workers, s.threads, s.timeout, s.graceful_timeout, s.keepalive) == (4, 2, 60, 10, 5)
     assert s.max_image_pixels == 1_000_000
     assert (s.worker_class, s.worker_connections, s.read_timeout, s.request_timeout) == ("gthread", 100, 3, 7)
-    assert (s.max_inflight, s.max_request_pixels, s.control_socket) == (4, 2_000_000, "/run/dlqr/gunicorn.ctl")
+    assert (s.max_inflight, s.max_request_pixels, s.control_socket) == (
+        4,
+        2_000_000,
+        "/run/dlqr/gunicorn.ctl",
+    )
 
 
 def test_empty_values_mean_default():
