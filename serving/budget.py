@@ -16,7 +16,7 @@ charging is free.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -49,13 +49,22 @@ class DeadlineExceeded(ProblemError):
 class RequestBudget:
     """What one request may still spend: decoded pixels and wall time."""
 
-    __slots__ = ("deadline", "max_pixels", "pixels", "timeout")
+    __slots__ = ("deadline", "max_pixels", "pixels", "pause", "timeout")
 
-    def __init__(self, max_pixels: int, timeout: float | None, start: float | None = None):
+    def __init__(
+        self,
+        max_pixels: int,
+        timeout: float | None,
+        start: float | None = None,
+        pause: Callable[[], None] | None = None,
+    ):
         self.max_pixels = max_pixels
         self.pixels = 0
         self.timeout = timeout
         self.deadline = None if timeout is None else (time.monotonic() if start is None else start) + timeout
+        #: Called at every charge: under gevent a yield, so that the worker's other requests
+        #: (health probes included) run between two image decodes of a long request.
+        self.pause = pause
 
     def expired(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
@@ -66,6 +75,8 @@ class RequestBudget:
 
     def charge_pixels(self, n: int) -> None:
         """Account for decoding ``n`` pixels; raise before the work if it would go over."""
+        if self.pause is not None:
+            self.pause()
         self.check_deadline()
         self.pixels += n
         if self.pixels > self.max_pixels:

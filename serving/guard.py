@@ -30,7 +30,8 @@ gives is a counted, logged RFC 9457 problem. In order, per request:
    every image and after the app returns) gets 504. A worker timeout raised
    while the app runs (:class:`serving.workers.WorkerAborted`) gets 504 as well.
 7. **Budget.** A :class:`serving.budget.RequestBudget` (decoded pixels and the
-   deadline) is active while the app runs.
+   deadline) is active while the app runs; under gevent, every charge (one per
+   image) also yields, so a long request does not stall the worker's probes.
 
 Errors that leave the body unread, or the framing unknown, also close the
 connection (through the worker's ``dlqr.close_connection`` callback).
@@ -43,6 +44,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from gunicorn.http.errors import NoMoreData, ParseException
@@ -92,6 +94,11 @@ class Guard:
         self.inflight = 0
         self._lock = threading.Lock()
         self.gevent = _gevent_active()
+        self._pause = None
+        if self.gevent:
+            import gevent
+
+            self._pause = partial(gevent.sleep, 0)
         from prometheus_client import Counter, Gauge
 
         reg = {"registry": registry}
@@ -306,7 +313,9 @@ class Guard:
             held[:] = [status, headers, exc_info]
             return _no_write
 
-        request_budget = budget.RequestBudget(self.max_pixels, self.request_timeout, start=t0)
+        request_budget = budget.RequestBudget(
+            self.max_pixels, self.request_timeout, start=t0, pause=self._pause
+        )
         try:
             with budget.active(request_budget):
                 result = self.app(environ, hold)
