@@ -15,7 +15,7 @@ DOCKER_BUILD_ARGS = --build-arg VERSION=$(IMAGE_VERSION) \
 	--build-arg BUILD_DATE=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-serve train serve test test-fast bench chaos-swap lint tensorboard docker-serve docker-train clean
+.PHONY: help install install-serve train serve test test-fast bench chaos chaos-swap lint tensorboard docker-serve docker-train clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ bench: $(STAMP) ## start Gunicorn like `make serve` and benchmark it against flo
 
 chaos-swap: $(STAMP) ## hot swap under `hey -c 16` load: good, HUP, corrupt and bad-golden new versions
 	$(PY) scripts/chaos_swap.py
+
+chaos: $(STAMP) ## reliability scenarios against a real server (slow clients, CPU bomb, signals...); ~15 min
+	$(PY) scripts/chaos.py $(CHAOS_ARGS)
 
 lint: $(STAMP) ## ruff + hadolint
 	$(VENV)/bin/ruff check dlqr training serving tests scripts deploy

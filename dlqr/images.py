@@ -22,6 +22,7 @@ import base64
 import binascii
 import io
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def decode_base64(text: str) -> bytes:
         raise ImageError("image is not valid base64") from None
 
 
-def _open(data: bytes, max_pixels: int):
+def _open(data: bytes, max_pixels: int, charge: Callable[[int], None] | None = None):
     from PIL import Image, UnidentifiedImageError
 
     if not data:
@@ -72,6 +73,10 @@ def _open(data: bytes, max_pixels: int):
         raise ImageError(
             f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
         )
+    # Count this image against the caller's per-request pixel budget before decoding it
+    # (serving passes its budget's charge function; it raises to refuse).
+    if charge is not None:
+        charge(width * height)
     try:
         img.seek(0)  # first frame of an animated PNG
         img.load()
@@ -151,9 +156,9 @@ def normalize_ink(ink: np.ndarray) -> np.ndarray:
     return np.clip(np.round(field), 0, 255).astype(np.uint8)
 
 
-def image_to_pixels(data: bytes, max_pixels: int) -> np.ndarray:
+def image_to_pixels(data: bytes, max_pixels: int, charge: Callable[[int], None] | None = None) -> np.ndarray:
     """PNG/JPEG bytes -> MNIST-style (28, 28) uint8 array (white digit on black)."""
-    img = _open(data, max_pixels)
+    img = _open(data, max_pixels, charge)
     try:
         ink = _ink(img)
     finally:

@@ -60,7 +60,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         raise SettingsError(f"MODEL_LOADING={mode!r}: must be one of {', '.join(LOADING_MODES)}")
 
     from dlqr import card as cards
-    from serving import api, errors, logs, metrics, openapi, v2
+    from serving import api, budget, errors, guard, logs, metrics, openapi, v2
     from serving.registry import Registry
     from serving.schemas import build_schemas
 
@@ -102,9 +102,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         registry=registry,
         metrics=met,
         schemas=schemas,
-        validation_context={"max_image_pixels": settings.max_image_pixels},
+        # charge_pixels: each image's header-declared size counts against the request's budget
+        # (serving/budget.py) before it is decoded (dlqr.images).
+        validation_context={
+            "max_image_pixels": settings.max_image_pixels,
+            "charge_pixels": budget.charge_pixels,
+        },
         access_log=logs.AccessLog(),
     )
+    guard.init_app(app, settings, met.registry)  # issue 8; must stay inside api's observability wrapper
     api.init_app(app)
     v2.init_app(app, served)
     openapi.init_app(app, schemas, _package_version())

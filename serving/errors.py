@@ -49,6 +49,39 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "Internal server error",
         "Unexpected failure; quote the request_id when reporting it (500).",
     ),
+    # --- issue 8: answered by serving/guard.py and serving/workers.py ---
+    "malformed-request": (
+        "Malformed request",
+        "The HTTP framing cannot be read: request line, a header or the chunked body (400). "
+        "The connection is closed.",
+    ),
+    "request-timeout": (
+        "Request timeout",
+        "The request head, or then its body, did not arrive within DLQR_READ_TIMEOUT seconds (408). "
+        "The connection is closed.",
+    ),
+    "uri-too-long": ("URI too long", "The request line is longer than Gunicorn's limit (414)."),
+    "headers-too-large": ("Header fields too large", "Too many header fields, or one too long (431)."),
+    "unsupported-encoding": (
+        "Unsupported content encoding",
+        "The body is compressed (Content-Encoding other than identity), declares a charset other "
+        "than UTF-8, or starts with a byte-order mark: send plain UTF-8 JSON (415).",
+    ),
+    "request-too-expensive": (
+        "Request too expensive",
+        "The images in one request decode to more pixels than DLQR_MAX_REQUEST_PIXELS, counted over "
+        "all instances from the image headers before any decoding; split the batch (413).",
+    ),
+    "overloaded": (
+        "Overloaded",
+        "This worker already has DLQR_MAX_INFLIGHT requests in work; retry after Retry-After seconds (503).",
+    ),
+    "deadline-exceeded": (
+        "Deadline exceeded",
+        "The request could not be answered within DLQR_REQUEST_TIMEOUT seconds: 503 when it waited "
+        "that long for a worker, 504 when the work itself took that long (also after a worker timeout).",
+    ),
+    # --- end issue 8 ---
     "http-error": ("HTTP error", "Another HTTP-level error."),
 }
 
@@ -80,6 +113,32 @@ class ProblemError(Exception):
         self.extra = extra or {}
 
 
+def problem_json(
+    status: int,
+    slug: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    request_id: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> bytes:
+    """The problem+json body; usable outside Flask (serving.guard answers below the app)."""
+    body: dict[str, Any] = {
+        "type": problem_type(slug),
+        "title": PROBLEM_TYPES.get(slug, PROBLEM_TYPES["http-error"])[0],
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "request_id": request_id,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    if extra:
+        body.update(extra)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def problem_response(
     status: int,
     slug: str,
@@ -90,19 +149,16 @@ def problem_response(
     extra: dict[str, Any] | None = None,
 ) -> Response:
     """Build the problem+json response (request id included when known)."""
-    body: dict[str, Any] = {
-        "type": problem_type(slug),
-        "title": PROBLEM_TYPES.get(slug, PROBLEM_TYPES["http-error"])[0],
-        "status": status,
-        "detail": detail,
-        "instance": request.path if request else None,
-        "request_id": request.environ.get(REQUEST_ID_KEY) if request else None,
-    }
-    if errors is not None:
-        body["errors"] = errors
-    if extra:
-        body.update(extra)
-    resp = Response(json.dumps(body, separators=(",", ":")), status=status, content_type=PROBLEM_CONTENT_TYPE)
+    body = problem_json(
+        status,
+        slug,
+        detail,
+        instance=request.path if request else None,
+        request_id=request.environ.get(REQUEST_ID_KEY) if request else None,
+        errors=errors,
+        extra=extra,
+    )
+    resp = Response(body, status=status, content_type=PROBLEM_CONTENT_TYPE)
     for key, value in (headers or {}).items():
         resp.headers[key] = value
     return resp

@@ -36,6 +36,16 @@ def new_request_id() -> str:
     return os.urandom(16).hex()
 
 
+# Issue 8: any token is a valid HTTP method, so the metric label must not take it verbatim
+# (20,000 invented methods made 20,000 series).
+STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+
+
+def method_label(method: str) -> str:
+    """Bounded ``method`` label: the standard methods, else ``other``."""
+    return method if method in STANDARD_METHODS else "other"
+
+
 def record_url_rule(flask_app: Any) -> None:
     """Store the matched URL rule (or, for a 405, the rule the path matched) in the WSGI environ."""
     from flask import request
@@ -88,7 +98,7 @@ class RequestObservability:
         path = environ.get("PATH_INFO", "")
         endpoint = environ.get(ENDPOINT_KEY, "unmatched")
         method = environ.get("REQUEST_METHOD", "")
-        self.metrics.observe_request(endpoint, method, status, model, seconds)
+        self.metrics.observe_request(endpoint, method_label(method), status, model, seconds)
         if self.access_log.enabled:
             self.access_log.write(
                 rid, method, path, endpoint, model, status, seconds * 1000, environ.get(BATCH_KEY)

@@ -14,16 +14,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "DLQR_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+WORKER_CLASSES = ("gevent", "gthread", "sync")  # issue 8: serving/workers.py
 
 
 class SettingsError(ValueError):
     """An environment setting is malformed or out of range."""
+
+
+class _SettingConflict(ValueError):
+    """Two settings that cannot go together; names the first (worded by _operator_message)."""
+
+    def __init__(self, name: str, value: Any, what: str):
+        super().__init__(f"{ENV_PREFIX}{name.upper()}={value!r}: {what}")
 
 
 def default_artifacts_dir() -> Path:
@@ -70,6 +78,26 @@ class Settings(BaseSettings):
     version_policy: str = "latest"
     #: Seconds between two scans of the model repository for new/removed versions (0: never).
     poll_seconds: float = Field(5.0, ge=0, le=86_400, description="repository poll interval")
+    # --- production hardening (serving/guard.py, serving/workers.py; README "Hardening") ---
+    #: gevent | gthread | sync: see serving/workers.py.
+    worker_class: Literal["gevent", "gthread", "sync"] = "gevent"
+    worker_connections: int = _int(
+        1000, 1, 100_000, "gevent: open connections per worker (idle keep-alive included)"
+    )
+    read_timeout: int = _int(
+        5, 1, 3600, "s to send the request head, and again the body; slower clients get 408"
+    )
+    request_timeout: int = _int(
+        10, 1, 3600, "s from head read to answer; past it 503 (queued) or 504 (working)"
+    )
+    max_inflight: int = _int(
+        32, 1, 100_000, "requests in work per worker; more are shed with 503 + Retry-After"
+    )
+    max_request_pixels: int = _int(
+        4096 * 4096, 28 * 28, 1 << 32, "decoded image pixels per request, all instances"
+    )
+    #: Gunicorn control socket path; empty: no socket.
+    control_socket: str = ""
 
     @field_validator("*", mode="before")
     @classmethod
@@ -81,7 +109,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("max_batch", "max_body_bytes", "max_image_pixels", "workers", "threads", "timeout",
-                     "graceful_timeout", "keepalive", "ort_threads", mode="before")  # fmt: skip
+                     "graceful_timeout", "keepalive", "ort_threads", "worker_connections", "read_timeout",
+                     "request_timeout", "max_inflight", "max_request_pixels", mode="before")  # fmt: skip
     @classmethod
     def _underscored_int(cls, value: Any) -> Any:
         # "1_048_576" reads as in Python; anything else that is not an integer is refused below.
@@ -125,6 +154,26 @@ class Settings(BaseSettings):
 
         return parse_policy(self.version_policy)
 
+    @field_validator("control_socket")
+    @classmethod
+    def _absolute_socket(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.threads > 1 and self.worker_class != "gthread":
+            raise _SettingConflict("threads", self.threads, "only DLQR_WORKER_CLASS=gthread uses threads")
+        if self.request_timeout >= self.timeout:
+            raise _SettingConflict(
+                "request_timeout",
+                self.request_timeout,
+                f"must be below DLQR_TIMEOUT={self.timeout} (the worker timeout), or the worker is killed "
+                "before the deadline answers",
+            )
+        return self
+
     @field_validator("bind")
     @classmethod
     def _check_bind(cls, bind: str) -> str:
@@ -164,6 +213,9 @@ class Settings(BaseSettings):
 def _operator_message(cls: type[Settings], exc: ValidationError) -> str:
     """The first error as ``DLQR_NAME='value': what is wrong``."""
     err = exc.errors(include_url=False)[0]
+    conflict = (err.get("ctx") or {}).get("error")
+    if isinstance(conflict, _SettingConflict):
+        return str(conflict)
     name = str(err["loc"][0]) if err["loc"] else "?"
     key = ENV_PREFIX + name.upper()
     value = err.get("input")
@@ -175,6 +227,8 @@ def _operator_message(cls: type[Settings], exc: ValidationError) -> str:
         what = f"must be an integer in [{extra['lo']}, {extra['hi']}]"
     elif name == "log_level":
         what = f"must be one of {', '.join(LOG_LEVELS)}"
+    elif name == "worker_class":
+        what = "must be one of gevent, gthread, sync"
     else:
         what = str(err["msg"]).removeprefix("Value error, ")
     return f"{key}={value!r}: {what}"

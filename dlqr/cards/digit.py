@@ -99,8 +99,10 @@ def decode_image(data: bytes, context: Mapping[str, Any] | None) -> bytes:
     """Encoded PNG/JPEG -> 784 MNIST-style pixel bytes; raises dlqr.images.ImageError."""
     from dlqr.images import image_to_pixels
 
-    max_pixels = (context or {}).get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
-    return image_to_pixels(data, max_pixels).tobytes()
+    context = context or {}
+    max_pixels = context.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
+    # charge_pixels: the server's per-request work budget, charged from the header before decoding.
+    return image_to_pixels(data, max_pixels, context.get("charge_pixels")).tobytes()
 
 
 def _decode_image_field(value: str, info: ValidationInfo) -> bytes:

@@ -56,9 +56,34 @@ def test_port_mapping_matches_the_gunicorn_bind(compose, image):
     bind = svc["environment"].get("DLQR_BIND", image.env["DLQR_BIND"])
     container_port = int(bind.rpartition(":")[2])
     assert bind.startswith("0.0.0.0:")
-    published = [p.rsplit(":", 1) for p in svc["ports"]]
-    assert [int(target) for _, target in published] == [container_port]
+    assert "ports" not in svc, "clients reach Gunicorn through the buffering proxy only"
+    assert [int(p) for p in svc["expose"]] == [container_port]
     assert image.one("EXPOSE").args.split() == [str(container_port)]
+    proxy = compose["services"]["proxy"]
+    assert proxy["environment"]["DLQR_UPSTREAM"] == f"serving:{container_port}"
+    published = [p.rsplit(":", 1) for p in proxy["ports"]]
+    assert [int(target) for _, target in published] == [int(proxy["environment"]["NGINX_PORT"])]
+    assert all(host.startswith("127.0.0.1:") for host, _ in published)
+
+
+def test_proxy_renders_the_repo_template_with_limits_matching_the_server(compose):
+    from serving.settings import Settings
+
+    proxy = compose["services"]["proxy"]
+    assert ":" in proxy["image"] and not proxy["image"].endswith(":latest")
+    source, target, mode = proxy["volumes"][0].split(":")
+    assert (COMPOSE.parent / source).resolve() == DEPLOY / "nginx" / "dlqr.conf.template"
+    assert target.startswith("/etc/nginx/templates/") and target.endswith(".template") and mode == "ro"
+    template = (DEPLOY / "nginx" / "dlqr.conf.template").read_text()
+    for var in ("DLQR_UPSTREAM", "NGINX_PORT", "NGINX_TEMP"):
+        assert "${" + var + "}" in template and var in proxy["environment"]
+    assert proxy["environment"]["NGINX_TEMP"] in proxy["tmpfs"][0]
+    defaults = Settings()
+    assert f"client_max_body_size {defaults.max_body_bytes // (1024 * 1024)}m;" in template
+    assert f"client_header_timeout {defaults.read_timeout}s;" in template
+    assert f"client_body_timeout {defaults.read_timeout}s;" in template
+    read_timeout = int(template.split("proxy_read_timeout ")[1].split("s;")[0])
+    assert read_timeout > defaults.request_timeout  # the service answers its own deadline first
 
 
 def test_serving_runs_hardened_with_writable_tmpfs_only_where_needed(compose, image):

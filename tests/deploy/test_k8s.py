@@ -83,6 +83,7 @@ def test_core_objects_validate_against_the_kubernetes_schemas(version):
         "Service",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
+        "Ingress",
     }
     for obj in core:
         kv.validate(obj, version, strict=True)  # raises ValidationError with the offending field
@@ -201,3 +202,25 @@ def test_image_reference_matches_the_package_version(container):
     assert tag == version
     compose = yaml.safe_load((REPO_ROOT / "deploy" / "docker-compose.yml").read_text())
     assert compose["services"]["serving"]["image"] == f"{name}:{version}"
+
+
+def test_liveness_tolerates_saturated_workers(container):
+    """A saturated worker answers /healthz within the request deadline plus one request's work."""
+    from serving.settings import Settings
+
+    request_timeout = int(_env(container).get("DLQR_REQUEST_TIMEOUT", Settings().request_timeout))
+    live = container["livenessProbe"]
+    assert live["timeoutSeconds"] >= request_timeout + 5
+    assert live["periodSeconds"] * live["failureThreshold"] >= 60
+
+
+def test_ingress_buffers_requests_with_the_server_limits():
+    from serving.settings import Settings
+
+    ingress = _obj("Ingress")
+    notes = ingress["metadata"]["annotations"]
+    assert notes["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    assert notes["nginx.ingress.kubernetes.io/proxy-body-size"] == f"{Settings().max_body_bytes // 2**20}m"
+    assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > Settings().request_timeout
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == _obj("Service")["metadata"]["name"] and backend["port"]["name"] == "http"

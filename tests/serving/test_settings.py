@@ -27,6 +27,8 @@ def set_env(monkeypatch, env: dict[str, str]) -> None:
 def test_defaults_match_the_documented_contract():
     s = Settings.from_env()
     assert (s.max_batch, s.workers, s.threads, s.bind) == (256, 2, 1, "127.0.0.1:8000")
+    assert (s.worker_class, s.read_timeout, s.request_timeout, s.max_inflight) == ("gevent", 5, 10, 32)
+    assert s.max_request_pixels == 4096 * 4096 and s.control_socket == ""  # one full-size image; no socket
     assert s.log_level == "INFO"
     assert s.artifacts_dir == default_artifacts_dir()
     assert (s.ort_threads, s.keras_crosscheck, s.model_names) == (1, False, None)
@@ -50,6 +52,13 @@ def test_reads_every_variable(monkeypatch):
             "DLQR_ORT_THREADS": "3",
             "DLQR_KERAS_CROSSCHECK": "1",
             "DLQR_MODELS": " wine, digit ,",
+            "DLQR_WORKER_CLASS": "gthread",
+            "DLQR_WORKER_CONNECTIONS": "100",
+            "DLQR_READ_TIMEOUT": "3",
+            "DLQR_REQUEST_TIMEOUT": "7",
+            "DLQR_MAX_INFLIGHT": "4",
+            "DLQR_MAX_REQUEST_PIXELS": "2000000",
+            "DLQR_CONTROL_SOCKET": "/run/dlqr/gunicorn.ctl",
         },
     )
     s = Settings.from_env()
@@ -58,6 +67,12 @@ def test_reads_every_variable(monkeypatch):
     assert (s.workers, s.threads, s.timeout, s.graceful_timeout, s.keepalive) == (4, 2, 60, 10, 5)
     assert s.max_image_pixels == 1_000_000
     assert (s.ort_threads, s.keras_crosscheck, s.model_names) == (3, True, ("wine", "digit"))
+    assert (s.worker_class, s.worker_connections, s.read_timeout, s.request_timeout) == ("gthread", 100, 3, 7)
+    assert (s.max_inflight, s.max_request_pixels, s.control_socket) == (
+        4,
+        2_000_000,
+        "/run/dlqr/gunicorn.ctl",
+    )
 
 
 def test_overrides_win_over_the_environment(monkeypatch):
@@ -99,6 +114,13 @@ def test_other_variables_are_ignored(monkeypatch):
         ("DLQR_TIMEOUT", "1.5", "must be an integer"),
         ("DLQR_ORT_THREADS", "0", "[1, 64]"),
         ("DLQR_KERAS_CROSSCHECK", "maybe", "DLQR_KERAS_CROSSCHECK"),
+        ("DLQR_WORKER_CLASS", "eventlet", "gevent, gthread, sync"),
+        ("DLQR_THREADS", "4", "only DLQR_WORKER_CLASS=gthread"),
+        ("DLQR_READ_TIMEOUT", "0", "DLQR_READ_TIMEOUT"),
+        ("DLQR_MAX_INFLIGHT", "0", "DLQR_MAX_INFLIGHT"),
+        ("DLQR_MAX_REQUEST_PIXELS", "10", "DLQR_MAX_REQUEST_PIXELS"),
+        ("DLQR_REQUEST_TIMEOUT", "30", "below DLQR_TIMEOUT"),
+        ("DLQR_CONTROL_SOCKET", "gunicorn.ctl", "absolute path"),
     ],
 )
 def test_invalid_values_name_the_variable(monkeypatch, key, value, fragment):

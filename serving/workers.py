@@ -1,0 +1,372 @@
+"""Gunicorn worker classes: problem+json for Gunicorn's own errors, slow-client deadlines, drain.
+
+``DLQR_WORKER_CLASS`` picks one (``serving/gunicorn.conf.py`` maps the name):
+
+- ``gevent`` (default, :class:`GeventWorker`): one event loop per process, so a
+  slow client holds a greenlet, never the worker. On top of Gunicorn's gevent
+  worker it bounds the *first* request head by ``DLQR_READ_TIMEOUT`` seconds in
+  all (Gunicorn only bounds it by the keep-alive timeout, and not at all with
+  ``DLQR_KEEPALIVE=0``) and answers 408 when it expires, bounds every recv and
+  send by the same timeout, and on SIGTERM serves the connections already
+  waiting in the accept queue before the listener closes (Gunicorn closes it
+  at once, which resets them). The README's "Hardening" section has the
+  measurements that chose it over sync and gthread.
+- ``gthread`` / ``sync``: Gunicorn's own, kept for comparison; slow clients tie
+  them up (that is what the measurements show).
+
+All three answer what Gunicorn refuses itself (bad request line or header,
+414, 431, a worker timeout) as problem+json through the app (see
+:data:`serving.PROTOCOL_ERROR_KEY`), so it is counted in
+``http_requests_total`` and logged with a request id, instead of Gunicorn's
+text/html. SIGTERM also turns ``/readyz`` to 503 at once (:func:`start_draining`),
+and a worker timeout (SIGABRT) raises :class:`serving.WorkerAborted` in
+the request that hogs the worker, which is answered 504 before the worker exits.
+
+The gevent worker patches everything but threads: until models load
+synchronously before a worker accepts connections, the registry loads them in
+a background thread, and a real thread keeps that CPU-bound load from
+freezing the event loop (and the heartbeat) for its whole duration.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import errno
+import io
+import ssl
+import time
+from functools import partial
+from typing import Any
+
+from gunicorn import http, util
+from gunicorn.http import errors as herr
+from gunicorn.http.wsgi import base_environ, default_environ
+from gunicorn.workers.gthread import ThreadWorker as _ThreadWorker
+from gunicorn.workers.sync import SyncWorker as _SyncWorker
+
+from serving.settings import Settings
+
+# What this module shares with serving.guard lives here: the Gunicorn master imports this module
+# (to load the worker class) and must stay light, so the app side (Flask, NumPy) is imported
+# only in workers, lazily.
+
+#: Set on a synthetic request that carries an error found below the app: (status, slug, detail).
+PROTOCOL_ERROR_KEY = "dlqr.protocol_error"
+#: Set on every request: a callable that makes the server close the connection after the answer.
+CLOSE_KEY = "dlqr.close_connection"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    415: "Unsupported Media Type",
+    417: "Expectation Failed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+_draining = False
+
+
+def start_draining() -> None:
+    """Called on SIGTERM (from the signal handler: only sets a flag)."""
+    global _draining
+    _draining = True
+
+
+def draining() -> bool:
+    return _draining
+
+
+class WorkerAborted(BaseException):  # noqa: N818 - a BaseException like SystemExit, so Flask lets it through
+    """Raised by the worker's SIGABRT handler (Gunicorn's worker timeout) in the request that hogs it."""
+
+
+class HeadTimeout(Exception):
+    """The request head did not arrive within DLQR_READ_TIMEOUT."""
+
+
+#: The request being served by this greenlet/thread, for the close-connection callback.
+_current_request: contextvars.ContextVar[Any] = contextvars.ContextVar("dlqr_gunicorn_request", default=None)
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    """Gunicorn ``pre_request`` hook (set in gunicorn.conf.py): remember the request being served."""
+    _current_request.set(req)
+
+
+def _close_current() -> None:
+    req = _current_request.get()
+    if req is not None:
+        req.must_close = True  # gunicorn.http.message.Message.should_close honours it
+
+
+def classify(exc: BaseException) -> tuple[int, str, str]:
+    """(status, problem slug, detail) for an exception Gunicorn hands to ``handle_error``."""
+    if isinstance(exc, (HeadTimeout, TimeoutError)):
+        return 408, "request-timeout", "the request head did not arrive in time (DLQR_READ_TIMEOUT)"
+    if isinstance(exc, (WorkerAborted, SystemExit)):
+        return 504, "deadline-exceeded", "the worker timed out (DLQR_TIMEOUT) and is being replaced"
+    if isinstance(exc, herr.LimitRequestLine):
+        return 414, "uri-too-long", f"request line too long: {exc}"
+    if isinstance(exc, herr.LimitRequestHeaders):
+        return 431, "headers-too-large", f"request header fields too large: {exc}"
+    if isinstance(exc, herr.ExpectationFailed):
+        return 417, "http-error", str(exc)
+    if isinstance(exc, herr.ForbiddenProxyRequest):
+        return 403, "http-error", "request forbidden"
+    if isinstance(exc, herr.UnsupportedTransferCoding):
+        # RFC 9112 says 501 SHOULD; a client's bad framing must not trip the 5xx alert, so 400.
+        return 400, "malformed-request", f"unsupported transfer coding: {exc}"
+    if isinstance(
+        exc, (herr.InvalidResponseHeader, herr.InvalidResponseHeaderName, herr.ConfigurationProblem)
+    ):
+        return 500, "internal-error", "unexpected error"
+    if isinstance(exc, (herr.ParseException, herr.NoMoreData, ssl.SSLError)):
+        return 400, "malformed-request", f"{type(exc).__name__}: {exc}"[:300]
+    return 500, "internal-error", "unexpected error"
+
+
+class ProblemWorkerMixin:
+    """What every worker class here adds to Gunicorn's (see the module doc)."""
+
+    cfg: Any
+    log: Any
+    wsgi: Any
+    alive: bool
+
+    def init_process(self) -> None:
+        settings = Settings.from_env()
+        self.read_timeout = float(settings.read_timeout)
+        super().init_process()  # type: ignore[misc]
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()  # type: ignore[misc]
+        app = self.flask_app = self.wsgi
+
+        def with_close_hook(environ: dict, start_response: Any) -> Any:
+            environ[CLOSE_KEY] = _close_current
+            return app(environ, start_response)
+
+        self.wsgi = with_close_hook
+
+    def models_loading(self) -> bool:
+        """True while this worker's registry still loads models in the background.
+
+        Until models load synchronously before a worker accepts connections, a
+        worker that replaces another (kill -9, HUP) would otherwise take
+        requests it can only answer 503 not-ready. Always False once loading is
+        synchronous (or for an app without the registry).
+        """
+        service = getattr(getattr(self, "flask_app", None), "extensions", {}).get("dlqr")
+        states = getattr(getattr(service, "registry", None), "states", {})
+        return any(getattr(st, "status", None) in ("pending", "loading") for st in states.values())
+
+    # ------------------------------------------------------------------ signals
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        start_draining()
+        super().handle_exit(sig, frame)  # type: ignore[misc]
+
+    def handle_abort(self, sig: int, frame: Any) -> None:
+        """Worker timeout: end the hogging request with 504 (see guard), then exit."""
+        self.alive = False
+        self.cfg.worker_abort(self)
+        raise WorkerAborted()
+
+    # ------------------------------------------------------------------- errors
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        status, slug, detail = classify(exc)
+        if status >= 500 and not isinstance(exc, (WorkerAborted, SystemExit)):
+            self.log.exception("Error handling request")  # the traceback goes to the log only
+        else:
+            self.log.debug("refused request from %s: %s %s", (addr or ("",))[0], status, detail)
+        try:
+            data = self._render(req, client, addr, status, slug, detail)
+        except Exception:  # the app itself failed: still answer problem+json, uncounted
+            self.log.exception("could not render the error through the app")
+            from serving.errors import problem_json
+
+            data = self._raw_response(
+                status, [("Content-Type", PROBLEM_CONTENT_TYPE)], problem_json(status, slug, detail)
+            )
+        try:
+            util.write(client, data)
+        except OSError:
+            self.log.debug("could not send the error answer")
+
+    def _render(self, req: Any, client: Any, addr: Any, status: int, slug: str, detail: str) -> bytes:
+        """Answer through the WSGI app (guard -> counted, logged) and return the raw response bytes."""
+        if req is not None and getattr(req, "method", None):
+            environ = default_environ(req, client, self.cfg)
+            environ["PATH_INFO"] = req.path or ""
+        else:
+            environ = base_environ(self.cfg)
+            environ.update(REQUEST_METHOD="", PATH_INFO="", QUERY_STRING="", SERVER_PROTOCOL="HTTP/1.1")
+        environ["wsgi.input"] = io.BytesIO()
+        environ["REMOTE_ADDR"] = str((addr or ("",))[0])
+        environ[PROTOCOL_ERROR_KEY] = (status, slug, detail)
+        got: list[Any] = []
+
+        def start_response(st: str, headers: list, exc_info: Any = None) -> Any:
+            got[:] = [st, headers]
+            return None
+
+        body = b"".join(self.wsgi(environ, start_response))
+        return self._raw_response(int(got[0][:3]), got[1], body)
+
+    @staticmethod
+    def _raw_response(status: int, headers: list, body: bytes) -> bytes:
+        reason = REASONS.get(status, "Error")
+        lines = [f"HTTP/1.1 {status} {reason}", "Connection: close", f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in headers if k.lower() not in ("content-length", "connection")]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class SyncWorker(ProblemWorkerMixin, _SyncWorker):
+    """Gunicorn's sync worker with problem+json errors and drain-aware /readyz."""
+
+
+class ThreadWorker(ProblemWorkerMixin, _ThreadWorker):
+    """Gunicorn's gthread worker with problem+json errors and drain-aware /readyz."""
+
+
+def _gevent_worker_class() -> type:
+    import gevent
+    from gevent import monkey
+    from gevent import socket as gsocket
+    from gevent.pool import Pool
+    from gevent.server import StreamServer
+    from gunicorn.sock import ssl_context
+    from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
+
+    class GeventWorker(ProblemWorkerMixin, _GeventWorker):
+        """Gunicorn's gevent worker with a head deadline, 408, socket timeouts and a backlog drain."""
+
+        def patch(self) -> None:
+            # Sockets, select, time and ssl only: see the module doc for threads; os, subprocess and
+            # signal stay real so that the loader thread's subprocess calls (TensorFlow) do not need
+            # gevent's child watchers, which only the main thread's loop has.
+            monkey.patch_all(thread=False, os=False, subprocess=False, signal=False)
+            self.sockets = [
+                gsocket.socket(s.FAMILY, gsocket.SOCK_STREAM, fileno=s.sock.detach()) for s in self.sockets
+            ]
+
+        def handle_abort(self, sig: int, frame: Any) -> None:
+            hub = gevent.get_hub()
+            if gevent.getcurrent() in (hub, hub.parent):  # not inside a request: exit as Gunicorn does
+                _GeventWorker.handle_abort(self, sig, frame)
+            super().handle_abort(sig, frame)
+
+        # Gunicorn's AsyncWorker.handle, HTTP/1.x only (this service does not enable HTTP/2),
+        # with two changes: the first head has a deadline of its own and gets 408, and socket
+        # timeouts end the connection quietly instead of logging a traceback.
+        def handle(self, listener: Any, client: Any, addr: Any) -> None:
+            client.setblocking(1)
+            client.settimeout(self.read_timeout)  # every recv/send: a stalled peer is dropped
+            req = None
+            try:
+                parser = http.get_parser(self.cfg, client, addr)
+                # Known before the listener is closed on SIGTERM (connections drained from the
+                # accept queue are served after that).
+                listener_name = self.listener_names.get(listener) or listener.getsockname()
+                served = 0
+                while True:
+                    req = None
+                    # The first head must arrive within DLQR_READ_TIMEOUT; later ones (keep-alive)
+                    # within the keep-alive timeout, after which the idle connection just closes.
+                    limit = self.read_timeout if served == 0 else max(self.cfg.keepalive, 0.001)
+                    timer = gevent.Timeout(limit, HeadTimeout)
+                    timer.start()
+                    try:
+                        req = next(parser)
+                    except HeadTimeout:
+                        if served == 0:
+                            self.handle_error(None, client, addr, HeadTimeout())
+                        return
+                    finally:
+                        timer.close()
+                    if not req:
+                        return
+                    served += 1
+                    # Raises StopIteration when the answer closes the connection.
+                    self.handle_request(listener_name, req, client, addr)
+            except (StopIteration, herr.NoMoreData):
+                pass  # the response said Connection: close, or the client went away
+            except (ConnectionError, TimeoutError) as e:
+                self.log.debug("connection ended: %s", e)
+            except OSError as e:
+                if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                    self.log.exception("Socket error processing request.")
+            except BaseException as e:  # parse errors, and a WorkerAborted outside the app
+                self.handle_error(req, client, addr, e)
+            finally:
+                util.close(client)
+
+        def run(self) -> None:
+            """Gunicorn's GeventWorker.run, plus the accept-queue drain on SIGTERM."""
+            ssl_args = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
+            if self.age > self.cfg.workers:
+                # A replacement worker (after kill -9, a crash or HUP; Gunicorn numbers workers
+                # 1..N at start): the other workers keep serving while this one loads its
+                # models, heartbeat going; at start all load together and /readyz says so.
+                while self.alive and self.models_loading():
+                    self.notify()
+                    gevent.sleep(0.1)
+            servers = []
+            self.listener_names = {s: s.getsockname() for s in self.sockets}
+            for s in self.sockets:
+                s.setblocking(1)
+                server = StreamServer(
+                    s, handle=partial(self.handle, s), spawn=Pool(self.worker_connections), **ssl_args
+                )
+                if self.cfg.workers > 1:
+                    server.max_accept = 1
+                server.start()
+                servers.append(server)
+
+            while self.alive:
+                self.notify()
+                gevent.sleep(0.25)
+
+            # Connections the kernel has already accepted for us wait in the listen queue:
+            # closing the listener would reset them, so take them first (then close at once).
+            drained = 0
+            for server in servers:
+                server.stop_accepting()
+                while True:
+                    args = server.do_read()
+                    if not args:
+                        break
+                    server.do_handle(*args)
+                    drained += 1
+                server.close()
+            if drained:
+                self.log.info("draining: took %d queued connections before closing the listener", drained)
+
+            deadline = time.monotonic() + self.cfg.graceful_timeout
+            while time.monotonic() < deadline:
+                if all(s.pool.free_count() == s.pool.size for s in servers):
+                    return
+                self.notify()
+                gevent.sleep(0.1)
+            self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
+            for server in servers:
+                server.stop(timeout=1)
+
+    return GeventWorker
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that importing this module (sync, gthread) never needs gevent.
+    if name == "GeventWorker":
+        cls = _gevent_worker_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(name)

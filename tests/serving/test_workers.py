@@ -1,0 +1,108 @@
+"""serving.workers and the Gunicorn config: error mapping, worker classes, control socket.
+
+The behaviour over real sockets (408 for slow heads, pipelining, the drain) is
+covered by tests/reliability against a real server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from gunicorn.http import errors as herr
+
+from serving import workers
+from tests.conftest import REPO_ROOT
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "slug"),
+    [
+        (herr.InvalidRequestLine("GARBAGE"), 400, "malformed-request"),
+        (herr.InvalidHeader("bad"), 400, "malformed-request"),
+        (herr.InvalidChunkSize(b"zz"), 400, "malformed-request"),
+        (herr.UnsupportedTransferCoding("gzip"), 400, "malformed-request"),
+        (herr.LimitRequestLine(9000, 4094), 414, "uri-too-long"),
+        (herr.LimitRequestHeaders("too many"), 431, "headers-too-large"),
+        (workers.HeadTimeout(), 408, "request-timeout"),
+        (TimeoutError(), 408, "request-timeout"),
+        (workers.WorkerAborted(), 504, "deadline-exceeded"),
+        (SystemExit(1), 504, "deadline-exceeded"),
+        (RuntimeError("boom"), 500, "internal-error"),
+    ],
+)
+def test_gunicorn_errors_map_to_problems(exc, status, slug):
+    got = workers.classify(exc)
+    assert got[:2] == (status, slug) and got[2]
+    if status == 500:
+        assert "boom" not in got[2]  # nothing of an unexpected error reaches the client
+
+
+def test_raw_error_response_is_well_formed():
+    body = b'{"status":431}'
+    raw = workers.ProblemWorkerMixin._raw_response(
+        431, [("Content-Type", "application/problem+json"), ("Content-Length", "999")], body
+    )
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 431 Request Header Fields Too Large"
+    assert "Connection: close" in lines and f"Content-Length: {len(body)}" in lines
+    assert "Content-Length: 999" not in lines and rest == body
+
+
+def _python(code: str, **env: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_the_master_imports_no_app_code():
+    # The master loads the worker class: Flask, NumPy and the app stay out of it.
+    code = (
+        "import sys, json; from gunicorn.util import load_class; "
+        "[load_class(f'serving.workers.{c}') for c in ('SyncWorker', 'ThreadWorker', 'GeventWorker')]; "
+        "print(json.dumps([m for m in ('flask', 'numpy', 'serving.app', 'prometheus_client') if m in sys.modules]))"
+    )
+    assert json.loads(_python(code)) == []
+
+
+CONF = (
+    "import json, runpy; ns = runpy.run_path('serving/gunicorn.conf.py'); ns['on_exit'](None); "
+    "print(json.dumps({k: ns.get(k) for k in ('worker_class', 'worker_connections', 'pre_request', "
+    "'control_socket_disable', 'control_socket')}))"
+)
+
+
+def test_gunicorn_config_defaults():
+    conf = json.loads(
+        _python(CONF, DLQR_CONTROL_SOCKET="", PROMETHEUS_MULTIPROC_DIR="", DLQR_PROMETHEUS_PREPARED="")
+    )
+    assert conf["worker_class"] == "serving.workers.GeventWorker" and conf["worker_connections"] == 1000
+    assert conf["pre_request"] == "serving.workers.pre_request"
+    # No control socket by default: Gunicorn's default path is shared by every server of a user.
+    assert conf["control_socket_disable"] is True and conf["control_socket"] is None
+
+
+def test_gunicorn_config_per_instance_control_socket_and_worker_class():
+    conf = json.loads(
+        _python(
+            CONF,
+            DLQR_CONTROL_SOCKET="/run/dlqr/a.ctl",
+            DLQR_WORKER_CLASS="gthread",
+            DLQR_THREADS="4",
+            PROMETHEUS_MULTIPROC_DIR="",
+            DLQR_PROMETHEUS_PREPARED="",
+        )
+    )
+    assert conf["control_socket_disable"] is False and conf["control_socket"] == "/run/dlqr/a.ctl"
+    assert conf["worker_class"] == "serving.workers.ThreadWorker"
