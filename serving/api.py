@@ -316,7 +316,7 @@ def readyz() -> Response:
 def init_app(app: Flask) -> None:
     """Register the blueprint, one predict and one model route per served card, and the
     request-id / access-log / metrics middleware."""
-    from serving.observability import RequestObservability, record_url_rule
+    from serving.observability import RequestObservability, record_url_rule, url_rule_resolver
 
     svc = app.extensions["dlqr"]
     # One rule per model: the matched rule is the bounded ``endpoint`` metric label
@@ -333,7 +333,7 @@ def init_app(app: Flask) -> None:
     app.add_url_rule("/models/<name>", "model_unknown", get_model, methods=["GET"])
     app.register_blueprint(bp)
     record_url_rule(app)
-    app.wsgi_app = RequestObservability(app.wsgi_app, svc.metrics, svc.access_log)
+    app.wsgi_app = RequestObservability(app.wsgi_app, svc.metrics, svc.access_log, url_rule_resolver(app))
 
 
 __all__ = ["Service", "init_app", "model_summary"]

@@ -46,6 +46,23 @@ def method_label(method: str) -> str:
     return method if method in STANDARD_METHODS else "other"
 
 
+def url_rule_resolver(flask_app: Any) -> Callable[[dict[str, Any]], str]:
+    """``environ -> rule`` with the app's own URL map (any method), else ``unmatched``."""
+    from werkzeug.exceptions import HTTPException
+
+    def resolve(environ: dict[str, Any]) -> str:
+        adapter = flask_app.url_map.bind_to_environ(environ)
+        for method in (environ.get("REQUEST_METHOD") or "GET", "GET", "POST"):
+            try:
+                rule, _ = adapter.match(method=method, return_rule=True)
+            except HTTPException:
+                continue
+            return rule.rule
+        return "unmatched"
+
+    return resolve
+
+
 def record_url_rule(flask_app: Any) -> None:
     """Store the matched URL rule (or, for a 405, the rule the path matched) in the WSGI environ."""
     from flask import request
@@ -70,10 +87,19 @@ def record_url_rule(flask_app: Any) -> None:
 class RequestObservability:
     """WSGI middleware: request id, access log and request metrics for every response."""
 
-    def __init__(self, app: Callable, metrics: Metrics, access_log: AccessLog):
+    def __init__(
+        self,
+        app: Callable,
+        metrics: Metrics,
+        access_log: AccessLog,
+        resolve_endpoint: Callable[[dict[str, Any]], str] = lambda environ: "unmatched",
+    ):
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        # For answers given before Flask routed the request (the guard's 408/413/415/503):
+        # the route the path would have matched, found the same way Flask finds it.
+        self.resolve_endpoint = resolve_endpoint
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         t0 = time.perf_counter()
@@ -96,7 +122,7 @@ class RequestObservability:
         status = status_code[0]
         model = environ.get(MODEL_KEY)
         path = environ.get("PATH_INFO", "")
-        endpoint = environ.get(ENDPOINT_KEY, "unmatched")
+        endpoint = environ.get(ENDPOINT_KEY) or self.resolve_endpoint(environ)
         method = environ.get("REQUEST_METHOD", "")
         self.metrics.observe_request(endpoint, method_label(method), status, model, seconds)
         if self.access_log.enabled:

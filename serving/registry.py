@@ -517,6 +517,8 @@ class Registry:
         else:
             if not cands:
                 reason, path = self._missing(name)
+                if old.reason != reason:  # once per change, not at every poll
+                    self._refused(name, "", reason, path)
             elif policy not in (repository.LATEST, repository.ALL) and policy not in found:
                 reason = f"{name}: pinned version {policy!r} is not in {self.artifacts_dir / name} " \
                          f"(found: {', '.join(found) or 'none'})"  # fmt: skip

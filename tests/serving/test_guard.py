@@ -20,7 +20,8 @@ from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMor
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from serving import budget, images, workers
+from dlqr import images
+from serving import budget, workers
 from serving.guard import Guard
 from serving.observability import method_label
 from tests.serving.test_app import assert_problem, post_json
