@@ -6,6 +6,8 @@ half-way through, renames a new version directory into place:
 
 - ``good``: a valid new version (the current bundle re-sealed under a new version
   name); the workers' pollers (``DLQR_POLL_SECONDS=1``) pick it up;
+- ``worker-hup``: the same, with polling off, followed by ``kill -HUP`` of each worker
+  (each rescans at once and swaps in place);
 - ``hup``: the same, with polling off, followed by ``kill -HUP`` of the master
   (Gunicorn replaces its workers; the new ones load the new version first);
 - ``corrupt``: a new version whose ``model.onnx`` no longer matches its manifest's
@@ -45,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from dlqr import bundle as B  # noqa: E402  (standard library only)
 from dlqr import repository  # noqa: E402
 
-SCENARIOS = ("good", "hup", "corrupt", "bad-golden")
+SCENARIOS = ("good", "worker-hup", "hup", "corrupt", "bad-golden")
 NEW_VERSION = "9999.01.01.000000"  # sorts after every training timestamp: "latest" must pick it
 
 
@@ -226,7 +228,7 @@ def run_scenario(
         body = json.dumps(golden[0]["input"]).encode()
         body_file = work / "body.json"
         body_file.write_bytes(body)
-        srv = Server(art, work, workers, 0 if scenario == "hup" else poll)
+        srv = Server(art, work, workers, 0 if scenario in ("hup", "worker-hup") else poll)
         try:
             srv.start()
             t0 = time.time()
@@ -249,6 +251,10 @@ def run_scenario(
             defect = {"corrupt": "sha", "bad-golden": "golden"}.get(scenario)
             seal_as_version(old_dir, model_dir, NEW_VERSION, defect)
             gone: list[float] = []
+            if scenario == "worker-hup":
+                for pid in subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True,
+                                          text=True).stdout.split():  # fmt: skip
+                    os.kill(int(pid), signal.SIGHUP)
             if scenario == "hup":
                 old_pids = {int(p) for p in subprocess.run(["pgrep", "-P", str(srv.proc.pid)],
                                                             capture_output=True, text=True).stdout.split()}  # fmt: skip
@@ -306,7 +312,7 @@ def run_scenario(
             hey_non_200 = sum(n for c, n in load_result.get("status", {}).items() if int(c) != 200)
             out["hey_non_200"] = hey_non_200 + load_result.get("errors", 0)
         non_200 = out["probe_non_200"] + out.get("hey_non_200", 0)
-        if scenario in ("good", "hup"):
+        if scenario in ("good", "worker-hup", "hup"):
             out["ok"] = bool(
                 non_200 == 0 and t_done is not None and after and out["old_answers_after_switch"] == 0
             )

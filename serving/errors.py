@@ -136,10 +136,6 @@ def problem_json(
         body["errors"] = errors
     if extra:
         body.update(extra)
-    if instance and instance.startswith("/v2"):
-        # Open Inference Protocol clients read {"error": "..."}: an RFC 9457 extension member, so
-        # an answer given before the v2 views run (the guard's 408/413/415/503) still speaks it.
-        body.setdefault("error", detail)
     return json.dumps(body, separators=(",", ":")).encode()
 
 

@@ -2,7 +2,8 @@
 
 One WSGI middleware between :mod:`serving.observability` (outside: request id,
 access log, ``http_requests_total``) and Flask (inside), so every answer it
-gives is a counted, logged RFC 9457 problem. In order, per request:
+gives is a counted, logged RFC 9457 problem (on ``/v2`` paths the Open Inference
+Protocol's ``{"error": ...}`` body instead, see :mod:`serving.v2`). In order, per request:
 
 1. **Errors found below the app.** The worker classes in :mod:`serving.workers`
    turn what Gunicorn's parser refuses (bad request line or header, 414, 431, a
@@ -40,6 +41,7 @@ connection (through the worker's ``dlqr.close_connection`` callback).
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 import time
@@ -134,20 +136,21 @@ class Guard:
         close: bool = False,
         headers: list[tuple[str, str]] | None = None,
     ) -> list[bytes]:
-        body = problem_json(
-            status,
-            slug,
-            detail,
-            instance=environ.get("PATH_INFO") or None,
-            request_id=environ.get(REQUEST_ID_KEY),
-        )
+        path = environ.get("PATH_INFO") or ""
+        if path == "/v2" or path.startswith("/v2/"):  # Open Inference Protocol: its own error body
+            body, ctype = json.dumps({"error": detail}).encode(), "application/json"
+        else:
+            body = problem_json(
+                status, slug, detail, instance=path or None, request_id=environ.get(REQUEST_ID_KEY)
+            )
+            ctype = PROBLEM_CONTENT_TYPE
         if close:
             closer = environ.get(CLOSE_KEY)
             if closer is not None:
                 closer()
         start_response(
             f"{status} {REASONS.get(status, 'Error')}",
-            [("Content-Type", PROBLEM_CONTENT_TYPE), ("Content-Length", str(len(body))), *(headers or [])],
+            [("Content-Type", ctype), ("Content-Length", str(len(body))), *(headers or [])],
         )
         return [body]
 

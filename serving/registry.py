@@ -463,7 +463,7 @@ class Registry:
         )
         return VersionState(status="ready", model=model, **base)
 
-    def _refused(self, name: str, version: str, reason: str, path: str | None) -> None:
+    def _refused(self, name: str, version: str | None, reason: str, path: str | None) -> None:
         log.error("model %s refused: %s", name, reason,
                   extra={"event": "model_refused", "model": name, "version": version, "file": path})  # fmt: skip
         if self.on_refused is not None:
@@ -518,7 +518,7 @@ class Registry:
             if not cands:
                 reason, path = self._missing(name)
                 if old.reason != reason:  # once per change, not at every poll
-                    self._refused(name, "", reason, path)
+                    self._refused(name, None, reason, path)
             elif policy not in (repository.LATEST, repository.ALL) and policy not in found:
                 reason = f"{name}: pinned version {policy!r} is not in {self.artifacts_dir / name} " \
                          f"(found: {', '.join(found) or 'none'})"  # fmt: skip

@@ -123,6 +123,18 @@ def test_bad_rows_fail_the_run_with_line_and_field_and_write_nothing(artifacts, 
     assert rows[1]["alcohol"] == "" and float(rows[2]["alcohol"]) > 0
 
 
+def test_a_jsonl_line_with_two_objects_is_one_bad_input(artifacts, golden, tmp_path):
+    model, ctx = _load(artifacts, "wine")
+    good = json.dumps(golden["wine"][0]["input"])
+    (tmp_path / "in.jsonl").write_text(f"{good}\n{good},{good}\n{good}\n")
+    res = offline.score(
+        model, ctx, tmp_path / "in.jsonl", tmp_path / "out.jsonl", skip_invalid=True, progress=False
+    )
+    assert (res.rows, res.scored, res.invalid) == (3, 2, 1)
+    got = _read_jsonl(tmp_path / "out.jsonl")
+    assert [r["input"] for r in got] == ["1", "2", "3"] and got[1]["error"].startswith("not valid JSON")
+
+
 def test_csv_problems_are_reported_by_line_and_field(artifacts, golden, tmp_path):
     model, ctx = _load(artifacts, "wine")
     _write_csv(tmp_path / "in.csv", "wine", [golden["wine"][0]["input"]] * 3)
