@@ -887,9 +887,10 @@ def scenario_overload(srv: Server, conc: int, seconds: float, inflight: int | No
 def scenario_signal(srv: Server, which: str, seconds: float, conc: int = 8) -> Result:
     """Closed-loop digit load at c=``conc``; the signal at 1/3 of the run."""
     body = example("digit.json")
-    # A patient client (60 s): during a reload, requests may wait in the listen queue while the
-    # new workers load their models; max_ms shows that wait, and nothing may be lost.
-    load = Load(srv.port, conc, lambda: ("POST", "/predict/digit", body, JSON), timeout=60).start()
+    # A patient client: on HUP, Gunicorn stops the old workers at once, so requests wait in the
+    # listen queue until the new ones have loaded their models (as long as a start takes);
+    # max_ms shows that wait, and nothing may be lost.
+    load = Load(srv.port, conc, lambda: ("POST", "/predict/digit", body, JSON), timeout=START_TIMEOUT).start()
     time.sleep(seconds / 3)
     fig: dict = {}
     failures: list[str] = []
