@@ -1190,12 +1190,19 @@ def compare_workers(repo: Path, seconds: float, rounds: int, hold: float, slow_n
                     if mode == "no_keepalive":
                         cmd.append("-disable-keepalive")
                     cmd.append(f"http://127.0.0.1:{servers[kind].port}/predict/digit")
+                    cpu0 = servers[kind].cpu_seconds()
                     res = bench.parse_hey(
                         subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120).stdout
+                    )
+                    # Worker CPU per request: what decides throughput on dedicated cores, and far
+                    # less sensitive than req/s to other jobs on a shared machine.
+                    res["cpu_us"] = (
+                        (servers[kind].cpu_seconds() - cpu0) / max(1, sum(res["codes"].values())) * 1e6
                     )
                     out[kind][mode].append(res)
                     log(
                         f"  round {r + 1} {kind:7s} {mode:12s} {res['rps']:8.0f} req/s p99 {res['p99_ms']:.1f} ms"
+                        f" worker CPU {res['cpu_us']:.0f} us/request"
                     )
         for kind, srv in servers.items():
             res = scenario_slow_mixed(srv, slow_n, hold)
@@ -1209,11 +1216,14 @@ def compare_workers(repo: Path, seconds: float, rounds: int, hold: float, slow_n
         row = {}
         for mode in ("keepalive", "no_keepalive"):
             med = bench.median_run(data[mode])
+            cpu = sorted(r["cpu_us"] for r in data[mode])
             row[mode] = {"rps": round(med["rps"]), "p99_ms": round(med["p99_ms"], 1), "rounds": med["rounds_rps"],
+                         "cpu_us_per_request": round(cpu[len(cpu) // 2]),
                          "non_200": {c: n for c, n in med["codes"].items() if c != 200}}  # fmt: skip
         slow = data["slow"]
         row["slow"] = {k: slow[k] for k in ("probes", "probes_failed", "probe_outage_s", "probe_max_ms")}
         table[kind] = row
+    table["load_average"] = [round(x, 1) for x in os.getloadavg()]
     return table
 
 
