@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": duration,
         "rounds": rounds,
         "workers": workers,
+        "worker_class": os.environ.get("DLQR_WORKER_CLASS") or "gevent",
         "runs": [],
         "servers": {},
     }
@@ -447,7 +448,7 @@ def render(results: dict, models, servers) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB RAM; {m['os']}",
         f"Python {m['python']}, NumPy {m['numpy']}, ONNX Runtime {m['onnxruntime']} (service); "
         f"TensorFlow {m['tensorflow']}, Keras {m['keras']} (naive reference only), "
-        f"Flask {m['flask']}, Gunicorn {m['gunicorn']} ({results['workers']} sync workers); load generator hey, "
+        f"Flask {m['flask']}, Gunicorn {m['gunicorn']} ({results['workers']} {results.get('worker_class', 'sync')} workers); load generator hey, "
         f"median of {results.get('rounds', 1)} x {results['duration_s']:g} s per cell and server; load average at start/end "
         f"{results['loadavg_start'][0]:.2f}/{results['loadavg_end'][0]:.2f}",
         "",

@@ -57,10 +57,8 @@ threads = _settings.threads
 # gevent by default: slow clients cannot tie up a worker, keep-alive is cheap, and the
 # measured digit c=8 throughput is at least the sync workers'. The classes add problem+json
 # answers for Gunicorn's own errors, the DLQR_READ_TIMEOUT head deadline and a drain on SIGTERM.
-worker_class = {"gevent": "GeventWorker", "gthread": "ThreadWorker", "sync": "SyncWorker"}[
-    _settings.worker_class
-]
-worker_class = "serving.workers." + worker_class
+_WORKER_CLASSES = {"gevent": "GeventWorker", "gthread": "ThreadWorker", "sync": "SyncWorker"}
+worker_class = "serving.workers." + _WORKER_CLASSES[_settings.worker_class]
 worker_connections = _settings.worker_connections
 pre_request = "serving.workers.pre_request"  # remembers the request, so the app can close its connection
 # One control socket per server instance, or none (default): Gunicorn's default path

@@ -83,3 +83,16 @@ def test_sigterm_under_load_drains(tmp_path):
         check(chaos.scenario_signal(srv, "sigterm", 6))
     finally:
         srv.stop()
+
+
+def test_refusals_that_leave_the_body_unread_close_the_connection(server):
+    # 413 from Content-Length alone: the 9 MB are never sent, so the connection cannot be reused.
+    head = b"POST /predict/wine HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 9000000\r\n\r\n"
+    out = chaos.raw_exchange(server.port, head, timeout=5)
+    assert chaos.status_lines(out) == [413] and b"Connection: close" in out and b"problem+json" in out
+    # A keep-alive request after a read one is still served on the same connection.
+    wine = chaos.example("wine.json")
+    ok = b"POST /predict/wine HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    out = chaos.raw_exchange(server.port, ok % (len(wine), wine) + last, timeout=5)
+    assert chaos.status_lines(out) == [200, 200]
