@@ -5,7 +5,9 @@
 #
 #   podman, buildah, runc   build and run OCI images without a Docker engine
 #   mmdebstrap              builds the local stand-in base image (scripts/container-base.sh)
-#   netavark, aardvark-dns  the compose test's bridge network with service-name DNS
+#   netavark, aardvark-dns, iptables   the compose test's bridge network, service-name DNS
+#                           and published loopback ports
+#   catatonit               the pause process of `podman kube play`'s pods (no registry pull)
 #   podman-compose          runs deploy/docker-compose.yml
 #
 # Host settings, written to a containers.conf drop-in of their own (nothing else is changed):
