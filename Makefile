@@ -44,7 +44,7 @@ bench: $(STAMP) ## start Gunicorn like `make serve` and benchmark it (prints one
 lint: $(STAMP) ## ruff + hadolint
 	$(VENV)/bin/ruff check training serving tests scripts deploy
 	$(VENV)/bin/ruff format --check training serving tests scripts deploy
-	$(VENV)/bin/hadolint --failure-threshold info Dockerfile.serve Dockerfile.gpu
+	$(VENV)/bin/hadolint --failure-threshold info Dockerfile.serve Dockerfile.gpu tests/deploy/containers/*.Containerfile
 
 tensorboard: $(STAMP) ## open TensorBoard on every training run in runs/
 	$(VENV)/bin/tensorboard --logdir runs
