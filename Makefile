@@ -13,9 +13,15 @@ IMAGE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 DOCKER_BUILD_ARGS = --build-arg VERSION=$(IMAGE_VERSION) \
 	--build-arg VCS_REF=$(shell git rev-parse HEAD 2>/dev/null || echo unknown) \
 	--build-arg BUILD_DATE=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+# `make image`: Docker if its engine answers, else podman (CONTAINER_ENGINE=... to choose).
+# PYTHON_IMAGE overrides the Dockerfile's base (empty: its python:3.11-slim-bookworm);
+# IMAGE_BUILD_OPTS passes extra options to the build.
+CONTAINER_ENGINE ?=
+PYTHON_IMAGE ?=
+IMAGE_BUILD_OPTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-serve train serve test test-fast bench chaos chaos-swap lint tensorboard docker-serve docker-train clean
+.PHONY: help install install-serve train serve test test-fast bench chaos chaos-swap lint tensorboard image docker-serve docker-train clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,10 +67,21 @@ chaos: $(STAMP) ## reliability scenarios against a real server (slow clients, CP
 lint: $(STAMP) ## ruff + hadolint
 	$(VENV)/bin/ruff check dlqr training serving tests scripts deploy
 	$(VENV)/bin/ruff format --check dlqr training serving tests scripts deploy
-	$(VENV)/bin/hadolint --failure-threshold info Dockerfile.serve Dockerfile.gpu
+	$(VENV)/bin/hadolint --failure-threshold info Dockerfile.serve Dockerfile.gpu tests/deploy/containers/*.Containerfile
 
 tensorboard: $(STAMP) ## open TensorBoard on every training run in runs/
 	$(VENV)/bin/tensorboard --logdir runs
+
+image: ## build the serving image dlqr-serving:VERSION with Docker, or podman where there is no Docker engine
+	@engine="$(CONTAINER_ENGINE)"; \
+	if [ -z "$$engine" ]; then \
+		if docker info >/dev/null 2>&1; then engine=docker; \
+		elif command -v podman >/dev/null 2>&1; then engine=podman; \
+		else echo "make image: needs a running Docker engine or podman" >&2; exit 1; fi; \
+	fi; \
+	format=""; if [ "$$(basename "$$engine")" = podman ]; then format="--format docker"; fi; \
+	set -x; "$$engine" build $$format $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) \
+		$(IMAGE_BUILD_OPTS) -f Dockerfile.serve $(DOCKER_BUILD_ARGS) -t dlqr-serving:$(IMAGE_VERSION) .
 
 docker-serve: ## build the serving image dlqr-serving:VERSION (needs a Docker host)
 	docker build -f Dockerfile.serve $(DOCKER_BUILD_ARGS) -t dlqr-serving:$(IMAGE_VERSION) .
