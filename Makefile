@@ -18,13 +18,28 @@ DOCKER_BUILD_ARGS = --build-arg VERSION=$(IMAGE_VERSION) \
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
+# TensorFlow build: TF=auto (default) takes the CUDA one when `nvidia-smi` lists a GPU, else the
+# CPU one; `make install TF=gpu` / `TF=cpu` forces it (scripts/tf_extra.sh decides, testably).
+TF ?= auto
+TF_EXTRA := $(shell TF=$(TF) sh scripts/tf_extra.sh)
+ifeq ($(TF_EXTRA),)
+$(error TF must be auto, gpu or cpu, not '$(TF)')
+endif
+# The stamp records the installed extra; a different one (or an old empty stamp) reinstalls.
+ifneq ($(strip $(shell cat $(STAMP) 2>/dev/null)),$(TF_EXTRA))
+.PHONY: $(STAMP)
+endif
+OTHER_TF := $(if $(filter gpu,$(TF_EXTRA)),tensorflow-cpu,tensorflow)
+
 $(STAMP): pyproject.toml requirements/constraints.txt
+	@echo "installing with TensorFlow extra '$(TF_EXTRA)' (TF=$(TF))"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[cpu,train,dev]"
-	touch $@
+	$(PY) -m pip uninstall --quiet --yes $(OTHER_TF) 2>/dev/null || true
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[$(TF_EXTRA),train,dev]"
+	echo $(TF_EXTRA) > $@
 
-install: $(STAMP) ## create .venv and install the package with CPU TensorFlow, training and dev extras
+install: $(STAMP) ## create .venv: TensorFlow (CUDA build if nvidia-smi sees a GPU; TF=gpu|cpu forces), training, dev extras
 
 train: $(STAMP) ## train all three models on the real data and export bundles to artifacts/
 	$(PY) -m training train all $(DATA_ARG)
