@@ -1,7 +1,7 @@
 """Export: assemble and atomically seal an artifact bundle (see serving/bundle.py).
 
 Nothing here pickles: the model is Keras ``.h5`` without optimizer state, and
-everything else is JSON, CSV or PNG.
+everything else is JSON, CSV, PNG or the Markdown model card.
 """
 
 from __future__ import annotations
@@ -116,6 +116,16 @@ def _save_h5(model, path: Path) -> None:
         absl.removeFilter(flt)
 
 
+def write_model_card(staging: Path, manifest: dict, metrics: dict, preprocessing: dict) -> Path:
+    """MODEL_CARD.md from the bundle's own documents (hashed by the manifest like the rest)."""
+    from training import model_card
+
+    path = staging / model_card.CARD_FILE
+    card = model_card.render({"manifest": manifest, "metrics": metrics, "preprocessing": preprocessing})
+    path.write_text(card, encoding="utf-8")
+    return path
+
+
 def export_bundle(
     dest: Path,
     *,
@@ -138,6 +148,7 @@ def export_bundle(
         for rel, src in report_files.items():
             shutil.copyfile(src, staging / "report" / rel)
         manifest = {"model": name, **manifest}
+        write_model_card(staging, manifest, metrics, preprocessing)
         return B.write_bundle(staging, dest, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # an interrupted export leaves nothing bundle-like

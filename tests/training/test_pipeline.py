@@ -7,6 +7,7 @@ import pytest
 
 from serving import bundle as B
 from serving import processing
+from training import baselines
 from training import config as C
 from training import data as D
 from training import pipeline as P
@@ -19,6 +20,7 @@ def _synthetic(name: str):
         x = np.abs(rng.normal(1.0, 0.3, (300, 10)))
         x[:, 7] = 0.99 + 0.01 * rng.random(300)  # density
         x[:, 8] = 3.0 + 0.3 * rng.random(300)  # pH
+        x[250:] = x[:50]  # exact duplicate inputs, as in the real table
         return D.WineData(x, 10 + 2 * x[:, 0] - x[:, 3] + 0.1 * rng.normal(size=300), {"synthetic": "0"})
     if name == "seizure":
         groups = np.repeat([f"V{i}" for i in range(40)], 10)
@@ -77,6 +79,30 @@ def test_train_export_reload_on_synthetic_data(tmp_path, name):
     if name == "seizure":
         op = b.preprocessing["threshold"]
         assert 0.0 <= op["value"] <= 1.0 and op["policy"] == "max_f1"
+    # The baseline's figures are in metrics.json and recomputable from the same data and seed.
+    again = baselines.fit_baseline(T.prepare(name, cfg, _synthetic(name)), 42, cfg.get("operating_point"))
+    assert b.metrics["baseline"]["test"] == again["test"]
+    assert b.metrics["baseline"]["model"] == again["model"]
+    # The model card is part of the sealed bundle and quotes the bundle's own test figure.
+    card = (b.root / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "MODEL_CARD.md" in b.manifest["files"]
+    key = {"wine": "mae_scaled", "seizure": "roc_auc", "digit": "accuracy"}[name]
+    assert f"{b.metrics['test'][key]:.4f}" in card
+    assert f"{b.metrics['baseline']['test'][key]:.4f}" in card
+
+
+@pytest.mark.slow
+def test_wine_book_row_split_comparison_on_synthetic_data(tmp_path):
+    cfg = C.apply_overrides(C.load_config("wine"), epochs=2)
+    assert cfg["split"]["strategy"] == "grouped_inputs" and cfg["split"]["compare_row_split"]
+    P.run_model("wine", cfg, _synthetic("wine"), tmp_path / "art", tmp_path / "runs", verbose=0)
+    b = B.load_bundle(tmp_path / "art" / "wine", "wine")
+    book = b.metrics["book_row_split"]
+    assert book["split"]["strategy"] == "random_rows" and book["test"]["n"] > 0
+    assert book["baseline"]["model"] == "HistGradientBoostingRegressor"
+    assert b.manifest["split"]["strategy"] == "grouped_inputs"
+    assert b.manifest["split"]["test_inputs_also_in_train_or_val"] == 0
+    assert "book's random row split" in (b.root / "MODEL_CARD.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
