@@ -26,11 +26,27 @@ IMAGE_BUILD_OPTS ?=
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
+# TensorFlow build: TF=auto (default) takes the CUDA one when `nvidia-smi` lists a GPU, else the
+# CPU one; `make install TF=gpu` / `TF=cpu` forces it (scripts/tf_extra.sh decides, testably).
+TF ?= auto
+TF_EXTRA := $(shell TF=$(TF) sh scripts/tf_extra.sh)
+ifeq ($(TF_EXTRA),)
+$(error TF must be auto, gpu or cpu, not '$(TF)')
+endif
+# The stamp records the installed extra; a different one (or an old empty stamp) reinstalls.
+ifneq ($(strip $(shell cat $(STAMP) 2>/dev/null)),$(TF_EXTRA))
+.PHONY: $(STAMP)
+endif
+OTHER_TF := $(if $(filter gpu,$(TF_EXTRA)),tensorflow-cpu,tensorflow)
+
 $(STAMP): pyproject.toml requirements/constraints.txt
+	@echo "installing with TensorFlow extra '$(TF_EXTRA)' (TF=$(TF))"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[cpu,train,dev]"
-	touch $(SERVE_STAMP) $@
+	$(PY) -m pip uninstall --quiet --yes $(OTHER_TF) 2>/dev/null || true
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[$(TF_EXTRA),train,dev]"
+	touch $(SERVE_STAMP)
+	echo $(TF_EXTRA) > $@
 
 $(SERVE_STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +54,7 @@ $(SERVE_STAMP): pyproject.toml requirements/constraints.txt
 	$(PY) -m pip install --quiet -c requirements/constraints.txt -e .
 	touch $@
 
-install: $(STAMP) ## create .venv and install the package with CPU TensorFlow, training and dev extras
+install: $(STAMP) ## create .venv: TensorFlow (CUDA build if nvidia-smi sees a GPU; TF=gpu|cpu forces), training, dev extras
 
 install-serve: $(SERVE_STAMP) ## create .venv with the serving runtime only (ONNX Runtime, no TensorFlow)
 

@@ -39,9 +39,35 @@ def argmax_with_confidence(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx, probs[np.arange(len(probs)), idx]
 
 
+def log_abs_fft(raw: np.ndarray) -> np.ndarray:
+    """``log(1 + |FFT(row)|)`` of every row, in float64: a row's log amplitude spectrum.
+
+    The full spectrum is kept (the mirrored bins of a real signal included), so
+    the output has as many columns as the input and the scaler, the network and
+    the input checks keep the card's dimension. Deterministic (NumPy's pocketfft).
+    """
+    return np.log1p(np.abs(np.fft.fft(np.asarray(raw, dtype=np.float64), axis=1)))
+
+
+#: Declarative input transforms, named by ``preprocessing.json["input_transform"]["type"]``
+#: and applied to the API-unit input before the input scaler.
+INPUT_TRANSFORMS = {"log_abs_fft": log_abs_fft}
+
+
+def apply_input_transform(raw: np.ndarray, transform: Mapping[str, Any] | None) -> np.ndarray:
+    """The bundle's input transform applied to ``raw`` (float64), or ``raw`` unchanged if none."""
+    if not transform:
+        return raw
+    try:
+        fn = INPUT_TRANSFORMS[transform["type"]]
+    except KeyError:
+        raise ValueError(f"unknown input_transform {transform.get('type')!r}") from None
+    return fn(raw)
+
+
 def model_input(raw: np.ndarray, prep: Mapping[str, Any]) -> np.ndarray:
     """Turn an (n, d) array in API units into the float32 array the network expects."""
-    raw = np.asarray(raw, dtype=np.float64)
+    raw = apply_input_transform(np.asarray(raw, dtype=np.float64), prep.get("input_transform"))
     scaler = prep["input_scaler"]
     if scaler["type"] == "standard":
         log_cols = scaler.get("log1p") or []
@@ -57,7 +83,10 @@ def model_input(raw: np.ndarray, prep: Mapping[str, Any]) -> np.ndarray:
 
 
 def check_input_scaler(prep: Mapping[str, Any], input_dim: int) -> str | None:
-    """A problem with ``prep['input_scaler']`` for ``input_dim`` inputs, or None."""
+    """A problem with ``prep['input_scaler']`` (and ``input_transform``) for ``input_dim`` inputs, or None."""
+    transform = prep.get("input_transform")
+    if transform and (not isinstance(transform, Mapping) or transform.get("type") not in INPUT_TRANSFORMS):
+        return f"unknown input_transform {transform!r} (known: {', '.join(INPUT_TRANSFORMS)})"
     scaler = prep.get("input_scaler") or {}
     if scaler.get("type") == "standard":
         mean, scale = np.asarray(scaler.get("mean"), float), np.asarray(scaler.get("scale"), float)

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from serving.spec import WINE  # noqa: E402
+from dlqr.cards import wine as WINE  # noqa: E402
 
 
 def _num(v: float) -> float | int:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     wine = D.load_wine(args.data_dir)
     ids = split["wine"]["test_ids"][:3]
-    rows = [{f: _num(v) for f, v in zip(WINE.features, wine.x[i], strict=True)} for i in ids]
+    rows = [{f: _num(v) for f, v in zip(WINE.FEATURES, wine.x[i], strict=True)} for i in ids]
     _write(args.out / "wine.json", rows[0], indent=2)
     _write(args.out / "wine_batch.json", {"instances": rows}, indent=2)
     notes.append(

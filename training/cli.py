@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,9 +13,17 @@ from dlqr.card import names as model_names
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _quiet_tf() -> None:
-    # Before TensorFlow is imported: keep its C++ INFO chatter out of the logs.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _quiet_tf(verbose: bool = False) -> None:
+    # Before TensorFlow is imported: keep its start-up chatter out of the output unless -v.
+    from training.device import quiet_backend_logs
+
+    quiet_backend_logs(verbose)
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log messages"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps-per-execution", type=int, help="override steps_per_execution")
     tr.add_argument("--seed", type=int, help="override the split and training seed")
     tr.add_argument("--config", type=Path, help="recipe TOML file (only with a single model)")
+    tr.add_argument(
+        "--split",
+        choices=["grouped", "rows"],
+        help="override the recipe's split: 'grouped' (wine: by identical inputs, seizure: by recording; "
+        "the default recipes) or 'rows' (the book's random rows)",
+    )
     tr.add_argument(
         "--recipe", default="default", help="shipped recipe name: 'default' or 'book' (default: %(default)s)"
     )
@@ -65,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", help="bundle version, also its directory name (default: UTC timestamp YYYY.MM.DD.HHMMSS)"
     )
     tr.add_argument("-q", "--quiet", action="store_true", help="no per-epoch output")
+    _add_verbose(tr)
 
     ev = sub.add_parser("evaluate", help="recompute a bundle's test metrics from the data and compare")
     ev.add_argument("model", choices=[*model_names(), "all"])
@@ -72,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--version", help="version to evaluate (default: the greatest under ARTIFACTS/<model>)")
     ev.add_argument("--data-dir", type=Path)
     ev.add_argument("--cache-dir", type=Path)
+    _add_verbose(ev)
 
     fe = sub.add_parser("fetch", help="download (or locate) and verify the datasets")
     fe.add_argument("model", choices=[*model_names(), "all"], nargs="?", default="all")
@@ -84,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--epochs", type=int, default=3)
     gc.add_argument("--data-dir", type=Path)
     gc.add_argument("--cache-dir", type=Path)
+    _add_verbose(gc)
 
     ao = sub.add_parser(
         "add-onnx",
@@ -101,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     ao.add_argument(
         "--golden-only", action="store_true", help="check on the golden pairs only (no dataset needed)"
     )
+    _add_verbose(ao)
     return ap
 
 
@@ -110,17 +127,18 @@ def _models(arg: str) -> list[str]:
 
 def _fmt(name: str, m: dict) -> str:
     t = m["test"]
+    b = (m.get("baseline") or {}).get("test")
     if name == "wine":
-        return f"test MAE {t['mae']:.3f} %vol ({t['mae_scaled']:.3f} scaled), RMSE {t['rmse']:.3f}"
+        s = f"test MAE {t['mae']:.3f} %vol ({t['mae_scaled']:.3f} sd), RMSE {t['rmse']:.3f}"
+        return s + (f"; baseline MAE {b['mae_scaled']:.3f} sd" if b else "")
     if name == "seizure":
-        return (
-            f"test AUC {t['roc_auc']:.4f}, acc {t['accuracy']:.4f}, F1 {t['f1']:.4f} @ t={t['threshold']:.3f}"
-        )
-    return f"test accuracy {t['accuracy']:.4f}"
+        s = f"test AUC {t['roc_auc']:.4f}, acc {t['accuracy']:.4f}, F1 {t['f1']:.4f} @ t={t['threshold']:.3f}"
+        return s + (f"; baseline AUC {b['roc_auc']:.4f}, acc {b['accuracy']:.4f}" if b else "")
+    return f"test accuracy {t['accuracy']:.4f}" + (f"; baseline {b['accuracy']:.4f}" if b else "")
 
 
 def cmd_train(args) -> int:
-    _quiet_tf()
+    _quiet_tf(args.verbose)
     from training import config as C
     from training import pipeline as P
     from training import train as T
@@ -139,8 +157,16 @@ def cmd_train(args) -> int:
             steps_per_execution=args.steps_per_execution,
             seed=args.seed,
         )
+        if args.split is not None and name != "digit":
+            cfgs[name]["split"]["strategy"] = (
+                "grouped_inputs" if (name, args.split) == ("wine", "grouped") else args.split
+            )
     if args.max_rows is not None and args.max_rows < 10:
         raise C.ConfigError("--max-rows must be at least 10")
+    from training import device
+
+    device.require_gpu_if_asked()  # DLQR_REQUIRE_GPU=1: stop before any data is loaded
+    print(f"== device: {device.device_description()}", flush=True)
     rows = []
     for name in models:
         t0 = time.perf_counter()
@@ -178,7 +204,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    _quiet_tf()
+    _quiet_tf(args.verbose)
     from dlqr import repository
     from training import evaluate_bundle
 
@@ -211,14 +237,16 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_gpu_check(args) -> int:
-    _quiet_tf()
-    from training import gpu_check
+    _quiet_tf(args.verbose)
+    from training import device, gpu_check
+
+    device.require_gpu_if_asked()
 
     return gpu_check.main(args.epochs, args.data_dir, args.cache_dir)
 
 
 def cmd_add_onnx(args) -> int:
-    _quiet_tf()
+    _quiet_tf(args.verbose)
     from dlqr import bundle as B
     from dlqr import processing
     from training import evaluate_bundle
@@ -247,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     from dlqr.bundle import BundleError
     from training.config import ConfigError
     from training.data import DataError
+    from training.device import DeviceError
     from training.export import OnnxExportError
 
     handlers = {
@@ -258,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (BundleError, ConfigError, DataError, OnnxExportError, ValueError) as exc:
+    except (BundleError, ConfigError, DataError, DeviceError, OnnxExportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -354,6 +354,54 @@ def grouped_split(
     return {k: np.flatnonzero(row_assign == i) for i, k in enumerate(("train", "val", "test"))}
 
 
+def duplicate_groups(x: np.ndarray) -> np.ndarray:
+    """Group id of every row: rows with the identical input vector share one id.
+
+    Ids index the sorted distinct rows (``np.unique``), so they do not depend
+    on the row order or on any seed.
+    """
+    _, inverse = np.unique(np.asarray(x), axis=0, return_inverse=True)
+    return inverse.reshape(-1).astype(np.int64)
+
+
+def grouped_row_split(
+    groups: np.ndarray, fractions: tuple[float, float, float], seed: int
+) -> dict[str, np.ndarray]:
+    """Split rows so that every group lies in exactly one split, sized by rows (not stratified).
+
+    Groups are taken in a seeded random order and dealt to test, then val,
+    until each holds its share of the *rows*; the rest is train. Used for wine,
+    whose groups are identical input vectors (:func:`duplicate_groups`).
+    """
+    rng = np.random.default_rng(seed)
+    uniq, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    order = rng.permutation(len(uniq))
+    ends = np.cumsum(counts[order])  # rows covered after dealing each group, in dealing order
+    n = len(groups)
+    n_test = int(round(fractions[2] * n))
+    n_val = int(round(fractions[1] * n))
+    assign = np.zeros(len(uniq), dtype=np.int64)
+    # A group goes to test while the rows dealt before it are < n_test, then to val likewise.
+    starts = ends - counts[order]
+    assign[order[starts < n_test]] = 2
+    assign[order[(starts >= n_test) & (starts < n_test + n_val)]] = 1
+    row_assign = assign[inverse]
+    return {k: np.flatnonzero(row_assign == i) for i, k in enumerate(("train", "val", "test"))}
+
+
+def grouped_kfold(groups: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """``k`` disjoint row-index folds, each a union of whole groups (seeded, sized by rows)."""
+    rng = np.random.default_rng(seed)
+    uniq, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    order = rng.permutation(len(uniq))
+    starts = np.cumsum(counts[order]) - counts[order]
+    fold_of = np.empty(len(uniq), dtype=np.int64)
+    fold_of[order] = np.minimum(starts * k // len(groups), k - 1)
+    row_fold = fold_of[inverse.reshape(-1)]
+    return [np.flatnonzero(row_fold == f) for f in range(k)]
+
+
 def mnist_split(n_train: int, n_val: int) -> dict[str, np.ndarray]:
     """The book's MNIST validation split: the last ``n_val`` training images."""
     if not 0 < n_val < n_train:
@@ -364,26 +412,20 @@ def mnist_split(n_train: int, n_val: int) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------- scalers
 
 
-@dataclass
-class StandardScaler:
-    """Per-column (x - mean) / scale, fitted on training rows only; JSON-serialisable."""
+def fit_standard_scaler(x: np.ndarray):
+    """scikit-learn ``StandardScaler`` fitted on ``x`` (training rows only), in float64.
 
-    mean: np.ndarray
-    scale: np.ndarray
+    Population standard deviation (ddof 0); a constant column gets scale 1, so
+    it is centred but never divided by zero.
+    """
+    from sklearn.preprocessing import StandardScaler
 
-    @classmethod
-    def fit(cls, x: np.ndarray) -> StandardScaler:
-        x = np.asarray(x, dtype=np.float64)
-        mean = x.mean(axis=0)
-        scale = x.std(axis=0)
-        scale = np.where(scale > 0, scale, 1.0)  # constant column: leave unscaled, avoid /0
-        return cls(mean, scale)
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    return StandardScaler().fit(x)
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
 
-    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
-        return np.asarray(z, dtype=np.float64) * self.scale + self.mean
-
-    def to_json(self) -> dict:
-        return {"type": "standard", "mean": self.mean.tolist(), "scale": self.scale.tolist()}
+def scaler_json(scaler) -> dict:
+    """The bundle's JSON form of a fitted scaler: ``{"type": "standard", "mean": [...], "scale": [...]}``."""
+    return {"type": "standard", "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist()}

@@ -30,24 +30,13 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, target_scale: flo
 
 
 def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC via the Mann-Whitney U statistic (average ranks for ties)."""
-    y_true = np.asarray(y_true).astype(bool)
-    n_pos, n_neg = int(y_true.sum()), int((~y_true).sum())
-    if n_pos == 0 or n_neg == 0:
+    """ROC AUC by scikit-learn's ``roc_auc_score``; NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    y_true = np.asarray(y_true).astype(int)
+    if y_true.size == 0 or y_true.min() == y_true.max():
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    s = np.asarray(scores)[order]
-    ranks = np.empty(len(s), dtype=np.float64)
-    i = 0
-    while i < len(s):  # assign average rank to tied runs
-        j = i
-        while j + 1 < len(s) and s[j + 1] == s[i]:
-            j += 1
-        ranks[i : j + 1] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    r = np.empty_like(ranks)
-    r[order] = ranks
-    return float((r[y_true].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(y_true, np.asarray(scores, dtype=np.float64)))
 
 
 def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, Any]:

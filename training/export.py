@@ -9,7 +9,7 @@ the JAX backend), the bundle is sealed without ``model.onnx`` and a warning
 says how to add it later: :func:`add_onnx` (``python -m training add-onnx``).
 
 Nothing here pickles: the models are ``.h5`` (no optimizer state) and ONNX,
-everything else is JSON, CSV, Markdown or PNG.
+everything else is JSON, CSV, PNG or the Markdown model card.
 """
 
 from __future__ import annotations
@@ -203,6 +203,16 @@ def _save_h5(model, path: Path) -> None:
         absl.removeFilter(flt)
 
 
+def write_model_card(staging: Path, manifest: dict, metrics: dict, preprocessing: dict) -> Path:
+    """MODEL_CARD.md from the bundle's own documents (hashed by the manifest like the rest)."""
+    from training import model_card
+
+    path = staging / model_card.CARD_FILE
+    card = model_card.render({"manifest": manifest, "metrics": metrics, "preprocessing": preprocessing})
+    path.write_text(card, encoding="utf-8")
+    return path
+
+
 def export_bundle(
     dest: Path,
     *,
@@ -244,6 +254,7 @@ def export_bundle(
         for rel, src in report_files.items():
             shutil.copyfile(src, staging / "report" / rel)
         manifest = {"model": name, **manifest}
+        write_model_card(staging, manifest, metrics, preprocessing)
         return B.write_bundle(staging, dest, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # an interrupted export leaves nothing bundle-like

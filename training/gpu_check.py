@@ -13,29 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def device_description() -> str:
-    """The accelerator Keras's backend will use, in words."""
-    import keras
-
-    backend = keras.backend.backend()
-    try:
-        if backend == "jax":
-            import jax
-
-            return ", ".join(f"{d.platform}:{d.device_kind}" for d in jax.devices())
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            gpus = tf.config.list_physical_devices("GPU")
-            return ", ".join(g.name for g in gpus) or "CPU only"
-        if backend == "torch":
-            import torch
-
-            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
-    except Exception as exc:  # report, never crash the check on a probe
-        return f"unknown ({exc})"
-    return backend
+from training.device import device_description
 
 
 def main(epochs: int = 3, data_dir=None, cache_dir=None) -> int:

@@ -19,6 +19,10 @@ def build_model(name: str, model_cfg: dict[str, Any], seed: int | None = None):
     card = get_card(name)
     regularizer = keras.regularizers.L2(model_cfg["l2"]) if model_cfg.get("l2") else None
     layers: list[Any] = [keras.Input(shape=(card.input_dim,), name="features")]
+    if model_cfg.get("input_dropout"):
+        layers.append(
+            keras.layers.Dropout(float(model_cfg["input_dropout"]), seed=seed, name="input_dropout")
+        )
     for i, units in enumerate(model_cfg["hidden"]):
         layers.append(
             keras.layers.Dense(
@@ -35,8 +39,25 @@ def build_model(name: str, model_cfg: dict[str, Any], seed: int | None = None):
     return keras.Sequential(layers, name=name)
 
 
-def compile_model(model, name: str, train_cfg: dict[str, Any]) -> None:
-    """Compile with the recipe's loss/optimizer and the task's metrics."""
+def learning_rate(train_cfg: dict[str, Any], steps_per_epoch: int | None = None):
+    """The recipe's learning rate: a float, or a cosine decay over all epochs (``lr_schedule = "cosine"``)."""
+    import keras
+
+    lr = float(train_cfg["learning_rate"])
+    schedule = train_cfg.get("lr_schedule", "constant")
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        if not steps_per_epoch:
+            raise ValueError("lr_schedule 'cosine' needs the number of steps per epoch")
+        return keras.optimizers.schedules.CosineDecay(
+            lr, decay_steps=int(steps_per_epoch) * int(train_cfg["epochs"])
+        )
+    raise ValueError(f"unknown lr_schedule {schedule!r}; use 'constant' or 'cosine'")
+
+
+def compile_model(model, name: str, train_cfg: dict[str, Any], steps_per_epoch: int | None = None) -> None:
+    """Compile with the recipe's loss/optimizer (and learning-rate schedule) and the task's metrics."""
     import keras
 
     optimizers = {
@@ -56,7 +77,7 @@ def compile_model(model, name: str, train_cfg: dict[str, Any]) -> None:
         "multiclass": [keras.metrics.CategoricalAccuracy(name="accuracy")],
     }[get_card(name).task.kind]
     model.compile(
-        optimizer=opt_cls(learning_rate=float(train_cfg["learning_rate"])),
+        optimizer=opt_cls(learning_rate=learning_rate(train_cfg, steps_per_epoch)),
         loss=train_cfg["loss"],
         metrics=metrics,
         steps_per_execution=int(train_cfg.get("steps_per_execution", 1)),

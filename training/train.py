@@ -53,9 +53,28 @@ def _ranges(raw_train: np.ndarray) -> dict[str, list[float]]:
     return {"min": raw_train.min(axis=0).tolist(), "max": raw_train.max(axis=0).tolist()}
 
 
-def prepare_wine(cfg: dict, ds: D.WineData, max_rows: int | None = None) -> Prepared:
+#: Wine split strategies: the default keeps every copy of an input vector on one side.
+WINE_STRATEGIES = ("grouped_inputs", "rows")
+
+
+def wine_split(cfg: dict, ds: D.WineData, strategy: str | None = None) -> dict[str, np.ndarray]:
+    """Wine's train/val/test rows: grouped by identical input vectors (default) or random rows (book)."""
     sp = cfg["split"]
-    idx = _subsample(D.random_split(len(ds.y), tuple(sp["fractions"]), sp["seed"]), max_rows, sp["seed"])
+    strategy = strategy or sp.get("strategy", "grouped_inputs")
+    if strategy in ("grouped_inputs", "grouped"):
+        return D.grouped_row_split(D.duplicate_groups(ds.x), tuple(sp["fractions"]), sp["seed"])
+    if strategy == "rows":
+        return D.random_split(len(ds.y), tuple(sp["fractions"]), sp["seed"])
+    raise ValueError(f"unknown wine split strategy {strategy!r}; use one of {', '.join(WINE_STRATEGIES)}")
+
+
+def prepare_wine(
+    cfg: dict, ds: D.WineData, max_rows: int | None = None, strategy: str | None = None
+) -> Prepared:
+    sp = cfg["split"]
+    strategy = strategy or sp.get("strategy", "grouped_inputs")
+    strategy = "grouped_inputs" if strategy == "grouped" else strategy
+    idx = _subsample(wine_split(cfg, ds, strategy), max_rows, sp["seed"])
     log_names = list(cfg.get("features", {}).get("log1p", []))
     unknown = sorted(set(log_names) - set(WINE.FEATURES))
     if unknown:
@@ -63,20 +82,20 @@ def prepare_wine(cfg: dict, ds: D.WineData, max_rows: int | None = None) -> Prep
     log_cols = [WINE.FEATURES.index(n) for n in log_names]
     x_fit = ds.x[idx["train"]].copy()
     x_fit[:, log_cols] = np.log1p(x_fit[:, log_cols])
-    x_scaler = D.StandardScaler.fit(x_fit)
-    y_scaler = D.StandardScaler.fit(ds.y[idx["train"]][:, None])
+    x_scaler = D.fit_standard_scaler(x_fit)
+    y_scaler = D.fit_standard_scaler(ds.y[idx["train"]])
     prep = {
         "model": "wine",
         "task": WINE.CARD.task.kind,
         "features": list(WINE.FEATURES),
         "input_dim": len(WINE.FEATURES),
-        "input_scaler": {**x_scaler.to_json(), "log1p": log_cols, "log1p_features": log_names},
+        "input_scaler": {**D.scaler_json(x_scaler), "log1p": log_cols, "log1p_features": log_names},
         "target": WINE.TARGET,
         "units": WINE.UNITS,
         "target_scaler": {
             "type": "standard",
-            "mean": float(y_scaler.mean[0]),
-            "scale": float(y_scaler.scale[0]),
+            "mean": float(y_scaler.mean_[0]),
+            "scale": float(y_scaler.scale_[0]),
         },
         "feature_ranges": _ranges(ds.x[idx["train"]]),
         "csv_columns": list(WINE.CSV_COLUMNS),
@@ -86,7 +105,7 @@ def prepare_wine(cfg: dict, ds: D.WineData, max_rows: int | None = None) -> Prep
         name="wine",
         raw=raw,
         x={k: processing.model_input(raw[k], prep) for k in SPLITS},
-        y={k: processing.standardize(ds.y[v], y_scaler.mean[0], y_scaler.scale[0]) for k, v in idx.items()},
+        y={k: processing.standardize(ds.y[v], y_scaler.mean_[0], y_scaler.scale_[0]) for k, v in idx.items()},
         y_true={k: ds.y[v] for k, v in idx.items()},
         ids={k: v.tolist() for k, v in idx.items()},
         preprocessing=prep,
@@ -95,14 +114,29 @@ def prepare_wine(cfg: dict, ds: D.WineData, max_rows: int | None = None) -> Prep
             "payload_sha256": ds.sha256,
             "rows": int(len(ds.y)),
         },
-        split_info={
-            "strategy": "random_rows",
-            "seed": sp["seed"],
-            "fractions": sp["fractions"],
-            "sizes": {k: int(len(v)) for k, v in idx.items()},
-            "id_kind": "0-based data row index in winequality-white.csv (header excluded)",
-        },
+        split_info=_wine_split_info(strategy, sp, ds, idx),
     )
+
+
+def _wine_split_info(strategy: str, sp: dict, ds: D.WineData, idx: dict[str, np.ndarray]) -> dict[str, Any]:
+    """What test_split.json and the manifest record about a wine split."""
+    groups = D.duplicate_groups(ds.x)
+    sides = {k: set(groups[v].tolist()) for k, v in idx.items()}
+    shared = len((sides["train"] | sides["val"]) & sides["test"])
+    return {
+        "strategy": "random_rows" if strategy == "rows" else strategy,
+        "seed": sp["seed"],
+        "fractions": sp["fractions"],
+        "sizes": {k: int(len(v)) for k, v in idx.items()},
+        "distinct_inputs": {k: len(g) for k, g in sides.items()},
+        "test_inputs_also_in_train_or_val": shared,
+        "groups": (
+            "rows with an identical 10-feature input vector form one group; every group lies in one split"
+            if strategy == "grouped_inputs"
+            else "random rows (the book's split): copies of one input vector can sit on both sides"
+        ),
+        "id_kind": "0-based data row index in winequality-white.csv (header excluded)",
+    }
 
 
 def seizure_split(cfg: dict, ds: D.SeizureData, strategy: str | None = None) -> dict[str, np.ndarray]:
@@ -115,19 +149,33 @@ def seizure_split(cfg: dict, ds: D.SeizureData, strategy: str | None = None) -> 
     raise ValueError(f"unknown seizure split strategy {strategy!r}; use 'grouped' or 'rows'")
 
 
+def input_transform(cfg: dict) -> dict[str, str] | None:
+    """The recipe's ``[features] input_transform`` as preprocessing.json's entry, or None."""
+    name = cfg.get("features", {}).get("input_transform")
+    if not name:
+        return None
+    if name not in processing.INPUT_TRANSFORMS:
+        raise ValueError(
+            f"[features] input_transform {name!r} is unknown; choose from {', '.join(processing.INPUT_TRANSFORMS)}"
+        )
+    return {"type": name}
+
+
 def prepare_seizure(
     cfg: dict, ds: D.SeizureData, max_rows: int | None = None, strategy: str | None = None
 ) -> Prepared:
     sp = cfg["split"]
     strategy = strategy or sp.get("strategy", "grouped")
     idx = _subsample(seizure_split(cfg, ds, strategy), max_rows, sp["seed"])
-    scaler = D.StandardScaler.fit(ds.x[idx["train"]])
+    transform = input_transform(cfg)
+    scaler = D.fit_standard_scaler(processing.apply_input_transform(ds.x[idx["train"]], transform))
     prep = {
         "model": "seizure",
         "task": SEIZURE.CARD.task.kind,
         "features": list(SEIZURE.FEATURES),
         "input_dim": SEIZURE.N_SAMPLES,
-        "input_scaler": scaler.to_json(),
+        **({"input_transform": transform} if transform else {}),
+        "input_scaler": D.scaler_json(scaler),
         "class_labels": list(SEIZURE.CLASS_LABELS),
         "feature_ranges": _ranges(ds.x[idx["train"]]),
     }
@@ -235,7 +283,8 @@ def _keras_callbacks():
 
             logs = logs if logs is not None else {}
             for prefix, (x, y) in (("", self.train), ("val_", self.val)):
-                p = self.model.predict(x, batch_size=4096, verbose=0)[:, 0]
+                out = self.model.predict(x, batch_size=4096, verbose=0)
+                p = out.reshape(len(x), -1).mean(axis=1)  # an ensemble's members: their mean
                 logs[f"{prefix}roc_auc"] = roc_auc(y, p)
 
     class EpochTimer(keras.callbacks.Callback):
@@ -298,7 +347,10 @@ def build_callbacks(p: Prepared, train_cfg: dict, run_dir: Path, verbose: int) -
                 verbose=min(verbose, 1),
             )
         )
-    if int(train_cfg.get("reduce_lr_patience", 0)) > 0:
+    if (
+        int(train_cfg.get("reduce_lr_patience", 0)) > 0
+        and train_cfg.get("lr_schedule", "constant") == "constant"
+    ):
         cbs.append(
             keras.callbacks.ReduceLROnPlateau(
                 monitor=monitor,
@@ -339,7 +391,12 @@ class FitResult:
 
 
 def fit(p: Prepared, cfg: dict, run_dir: Path, verbose: int | None = None) -> FitResult:
-    """Build, compile and train the model; return it with the best weights restored."""
+    """Build, compile and train the model; return it with the best weights restored.
+
+    With ``[model] members = k > 1`` the k members train side by side and the
+    returned model is their folded average (:mod:`training.ensemble`).
+    """
+    from training import ensemble
     from training.models import build_model, compile_model
 
     tc = cfg["train"]
@@ -347,14 +404,21 @@ def fit(p: Prepared, cfg: dict, run_dir: Path, verbose: int | None = None) -> Fi
         verbose = 1 if os.isatty(1) else 2  # progress bar on a terminal, one line per epoch in logs
     run_dir.mkdir(parents=True, exist_ok=True)
     set_determinism(tc["seed"])
-    model = build_model(p.name, cfg["model"], seed=int(tc["seed"]))
-    compile_model(model, p.name, tc)
+    k = ensemble.n_members(cfg["model"])
+    if k > 1:
+        model = ensemble.build_training_model(p.name, cfg["model"], seed=int(tc["seed"]))
+        y_train = ensemble.tile_targets(p.name, p.y["train"], k)
+        y_val = ensemble.tile_targets(p.name, p.y["val"], k)
+    else:
+        model = build_model(p.name, cfg["model"], seed=int(tc["seed"]))
+        y_train, y_val = p.y["train"], p.y["val"]
+    compile_model(model, p.name, tc, steps_per_epoch=-(-len(p.x["train"]) // int(tc["batch_size"])))
     cbs, timer = build_callbacks(p, tc, run_dir, verbose)
     t0 = time.perf_counter()
     hist = model.fit(
         p.x["train"],
-        p.y["train"],
-        validation_data=(p.x["val"], p.y["val"]),
+        y_train,
+        validation_data=(p.x["val"], y_val),
         epochs=int(tc["epochs"]),
         batch_size=int(tc["batch_size"]),
         shuffle=True,
@@ -372,4 +436,6 @@ def fit(p: Prepared, cfg: dict, run_dir: Path, verbose: int | None = None) -> Fi
     if int(tc.get("early_stopping_patience", 0)) == 0 and (run_dir / "checkpoint.weights.h5").exists():
         # No early stopping to restore the best weights: take them from the checkpoint.
         model.load_weights(str(run_dir / "checkpoint.weights.h5"))
+    if k > 1:
+        model = ensemble.fold(p.name, cfg["model"], model)
     return FitResult(model, history, timer.times, best, seconds)

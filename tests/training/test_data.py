@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import pytest
 
+from serving import processing
 from training import data as D
 
 
@@ -200,14 +201,52 @@ def test_recording_of():
         D.recording_of("garbage")
 
 
-def test_standard_scaler_roundtrip_and_constant_column():
+def test_standard_scaler_json_and_constant_column():
     x = np.array([[1.0, 5.0], [3.0, 5.0], [5.0, 5.0]])
-    s = D.StandardScaler.fit(x)
-    z = s.transform(x)
-    np.testing.assert_allclose(z[:, 0].mean(), 0.0, atol=1e-12)
-    np.testing.assert_allclose(z[:, 0].std(), 1.0)
+    js = D.scaler_json(D.fit_standard_scaler(x))
+    assert js["type"] == "standard"
+    np.testing.assert_allclose(js["mean"], [3.0, 5.0])
+    np.testing.assert_allclose(js["scale"], [np.std([1.0, 3.0, 5.0]), 1.0])  # ddof 0; constant column -> 1
+    z = processing.standardize(x, js["mean"], js["scale"])  # what serving applies
+    np.testing.assert_allclose(z[:, 0].std(), 1.0, rtol=1e-6)
     assert np.all(z[:, 1] == 0.0)  # constant column: no division by zero
-    np.testing.assert_allclose(s.inverse_transform(z), x)
+    assert D.scaler_json(D.fit_standard_scaler(np.array([1.0, 2.0, 3.0])))["mean"] == [2.0]  # 1-D target
+
+
+def _assert_no_group_on_two_sides(groups: np.ndarray, split: dict[str, np.ndarray]) -> None:
+    sides = [set(groups[v].tolist()) for v in split.values()]
+    assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+    assert sorted(np.concatenate(list(split.values())).tolist()) == list(range(len(groups)))
+
+
+def test_duplicate_groups_match_identical_rows():
+    x = np.array([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0], [1.0, 2.5], [3.0, 4.0]])
+    g = D.duplicate_groups(x)
+    assert g[0] == g[2] and g[1] == g[4] and len(set(g.tolist())) == 3
+    np.testing.assert_array_equal(D.duplicate_groups(x[::-1]), g[::-1])  # ids do not depend on row order
+
+
+def test_grouped_row_split_keeps_copies_together_and_is_deterministic():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 5, (300, 3)).astype(float)  # 5**3 = 125 possible vectors: many copies
+    groups = D.duplicate_groups(base)
+    a = D.grouped_row_split(groups, (0.7, 0.15, 0.15), seed=7)
+    b = D.grouped_row_split(groups, (0.7, 0.15, 0.15), seed=7)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    _assert_no_group_on_two_sides(groups, a)
+    assert abs(len(a["test"]) - 45) <= 8 and abs(len(a["val"]) - 45) <= 8  # sized by rows
+    c = D.grouped_row_split(groups, (0.7, 0.15, 0.15), seed=8)
+    assert not np.array_equal(a["test"], c["test"])
+
+
+def test_grouped_kfold_partitions_whole_groups():
+    groups = np.repeat(np.arange(40), 3)
+    folds = D.grouped_kfold(groups, 5, seed=0)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(120))
+    sides = [set(groups[f].tolist()) for f in folds]
+    assert all(not (sides[i] & sides[j]) for i in range(5) for j in range(i + 1, 5))
+    assert all(len(f) == 24 for f in folds)
 
 
 # ---------------------------------------------------------------- real data
@@ -221,6 +260,21 @@ def test_real_files_verify_and_parse(real_data_dir):
     m = D.load_mnist(real_data_dir)
     assert m.x_train.shape == (60000, 28, 28) and m.x_test.shape == (10000, 28, 28)
     assert np.bincount(m.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_real_wine_grouped_split_has_no_input_vector_on_two_sides(real_data_dir):
+    from training import config as C
+    from training import train as T
+
+    w = D.load_wine(real_data_dir)
+    cfg = C.load_config("wine")
+    split = T.wine_split(cfg, w)
+    _assert_no_group_on_two_sides(D.duplicate_groups(w.x), split)
+    rows = [{tuple(r) for r in w.x[v].tolist()} for v in split.values()]
+    assert not (rows[0] & rows[2]) and not (rows[1] & rows[2]) and not (rows[0] & rows[1])
+    again = T.wine_split(cfg, w)
+    assert all(np.array_equal(split[k], again[k]) for k in split)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [3428, 734, 736]
 
 
 def test_real_seizure_grouped_split_has_no_shared_recording(real_data_dir):

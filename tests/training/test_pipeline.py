@@ -8,6 +8,7 @@ import pytest
 from dlqr import bundle as B
 from dlqr import card as cards
 from dlqr import processing
+from training import baselines
 from training import config as C
 from training import data as D
 from training import pipeline as P
@@ -20,6 +21,7 @@ def _synthetic(name: str):
         x = np.abs(rng.normal(1.0, 0.3, (300, 10)))
         x[:, 7] = 0.99 + 0.01 * rng.random(300)  # density
         x[:, 8] = 3.0 + 0.3 * rng.random(300)  # pH
+        x[250:] = x[:50]  # exact duplicate inputs, as in the real table
         return D.WineData(x, 10 + 2 * x[:, 0] - x[:, 3] + 0.1 * rng.normal(size=300), {"synthetic": "0"})
     if name == "seizure":
         groups = np.repeat([f"V{i}" for i in range(40)], 10)
@@ -63,14 +65,14 @@ def _check_bundle(dest, name):
                     assert got[key] == expected, key  # class / decision must match exactly
                 else:
                     np.testing.assert_allclose(got[key], expected, rtol=1e-5, atol=1e-6)
-    for key in ("version", "created", "git_commit", "library_versions", "data", "split", "hyperparameters"):
-        assert key in b.manifest
-    assert set(b.metrics) >= {"train", "val", "test", "quality_bars"}
     # model.onnx was checked against Keras on the golden pairs and every test row
     n_test = len(B.read_json(dest / B.TEST_SPLIT)["test_ids"])
     assert b.manifest["onnx"]["rows_checked"] == len(b.manifest["golden"]) + n_test
     assert b.manifest["onnx"]["max_abs_diff_vs_keras"] <= 1e-5
     assert b.manifest["library_versions"]["tf2onnx"] and b.manifest["library_versions"]["onnxruntime"]
+    for key in ("version", "created", "git_commit", "library_versions", "data", "split", "hyperparameters"):
+        assert key in b.manifest
+    assert set(b.metrics) >= {"train", "val", "test", "quality_bars"}
     return b
 
 
@@ -89,6 +91,30 @@ def test_train_export_reload_on_synthetic_data(tmp_path, name):
     if name == "seizure":
         op = b.preprocessing["threshold"]
         assert 0.0 <= op["value"] <= 1.0 and op["policy"] == "max_f1"
+    # The baseline's figures are in metrics.json and recomputable from the same data and seed.
+    again = baselines.fit_baseline(T.prepare(name, cfg, _synthetic(name)), 42, cfg.get("operating_point"))
+    assert b.metrics["baseline"]["test"] == again["test"]
+    assert b.metrics["baseline"]["model"] == again["model"]
+    # The model card is part of the sealed bundle and quotes the bundle's own test figure.
+    card = (b.root / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "MODEL_CARD.md" in b.manifest["files"]
+    key = {"wine": "mae_scaled", "seizure": "roc_auc", "digit": "accuracy"}[name]
+    assert f"{b.metrics['test'][key]:.4f}" in card
+    assert f"{b.metrics['baseline']['test'][key]:.4f}" in card
+
+
+@pytest.mark.slow
+def test_wine_book_row_split_comparison_on_synthetic_data(tmp_path):
+    cfg = C.apply_overrides(C.load_config("wine"), epochs=2)
+    assert cfg["split"]["strategy"] == "grouped_inputs" and cfg["split"]["compare_row_split"]
+    P.run_model("wine", cfg, _synthetic("wine"), tmp_path / "art", tmp_path / "runs", verbose=0)
+    b = B.load_bundle(tmp_path / "art" / "wine", "wine")
+    book = b.metrics["book_row_split"]
+    assert book["split"]["strategy"] == "random_rows" and book["test"]["n"] > 0
+    assert book["baseline"]["model"] == "HistGradientBoostingRegressor"
+    assert b.manifest["split"]["strategy"] == "grouped_inputs"
+    assert b.manifest["split"]["test_inputs_also_in_train_or_val"] == 0
+    assert "book's random row split" in (b.root / "MODEL_CARD.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
