@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from serving import processing
+from dlqr import processing
 from training import data as D
 
 
