@@ -280,6 +280,22 @@ def get_model(name: str) -> Response:
     return _json(model_summary(svc, state, detail=True))
 
 
+def get_model_card(name: str) -> Response:
+    """The served bundle's MODEL_CARD.md (intended use, data, metrics with the baseline, caveats)."""
+    from dlqr.bundle import MODEL_CARD_FILE
+
+    svc = service()
+    state = svc.registry.states.get(name)
+    if state is None:
+        raise _unknown_model(svc, name)
+    bundle = state.bundle
+    # Only a file the manifest lists (so its sha256 was verified at load) is served.
+    if bundle is None or MODEL_CARD_FILE not in bundle.manifest.get("files", {}):
+        raise ProblemError(404, "not-found", f"model {name} has no {MODEL_CARD_FILE} in its served bundle")
+    text = (bundle.root / MODEL_CARD_FILE).read_text(encoding="utf-8")
+    return Response(text, content_type="text/markdown; charset=utf-8")
+
+
 # -------------------------------------------------------------------- health
 
 
@@ -331,6 +347,7 @@ def init_app(app: Flask) -> None:
     # Any other name: a 404 problem naming the models that exist.
     app.add_url_rule("/predict/<name>", "predict_unknown", predict, methods=["POST"])
     app.add_url_rule("/models/<name>", "model_unknown", get_model, methods=["GET"])
+    app.add_url_rule("/models/<name>/card", "model_card_unknown", get_model_card, methods=["GET"])
     app.register_blueprint(bp)
     record_url_rule(app)
     app.wsgi_app = RequestObservability(app.wsgi_app, svc.metrics, svc.access_log, url_rule_resolver(app))

@@ -114,6 +114,25 @@ def build_openapi(schemas: dict[str, ModelSchemas], version: str) -> dict[str, A
             "responses": {"200": simple, "404": _problem_response("Unknown model")},
         }
     }
+    paths["/models/{name}/card"] = {
+        "get": {
+            "operationId": "get_model_card",
+            "tags": ["models"],
+            "summary": "The served bundle's model card (Markdown): intended use, data, metrics vs baseline, caveats",
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": list(schemas)},
+                }
+            ],
+            "responses": {
+                "200": {"description": "OK", "content": {"text/markdown": {"schema": {"type": "string"}}}},
+                "404": _problem_response("Unknown model, or a bundle without MODEL_CARD.md"),
+            },
+        }
+    }
     paths["/healthz"] = {"get": {"operationId": "healthz", "tags": ["ops"], "summary": "Liveness (process answers)",
                                  "responses": {"200": simple}}}  # fmt: skip
     paths["/readyz"] = {
