@@ -200,19 +200,24 @@ def process_uids(pids: list[int]) -> set[int]:
 def serving_install_includes_tensorflow() -> bool:
     """Does the image recipe install TensorFlow? (Dockerfile.serve, its install script, pyproject.)
 
-    The script's ``pip install ".[extra,...]"`` names the extras; the package's base
-    dependencies plus those extras are what lands in the image. Comments are ignored.
+    Looks at the recipe's ``pip install`` commands (comments ignored, continuation lines joined):
+    TensorFlow named there, or in the package's base dependencies or the extras they install
+    (``".[extra,...]"``). An ENV such as KERAS_BACKEND=tensorflow installs nothing.
     """
 
-    def code(path: Path) -> str:
-        return "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+    def installs(path: Path) -> list[str]:
+        lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
+        commands = re.split(r"(?<!\\)\n", "\n".join(lines))
+        return [c for c in commands if re.search(r"\bpip\b.*\binstall\b", c, re.DOTALL)]
 
-    recipe = code(REPO_ROOT / "Dockerfile.serve") + "\n" + code(REPO_ROOT / "deploy/docker/install-serve.sh")
-    if re.search(r"tensorflow", recipe, re.IGNORECASE):
+    commands = installs(REPO_ROOT / "Dockerfile.serve") + installs(
+        REPO_ROOT / "deploy/docker/install-serve.sh"
+    )
+    if any(re.search(r"tensorflow", c, re.IGNORECASE) for c in commands):
         return True
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     deps = list(project.get("dependencies", []))
-    for extras in re.findall(r"\.\[([\w,.-]+)\]", recipe):
+    for extras in re.findall(r"\.\[([\w,.-]+)\]", "\n".join(commands)):
         for extra in extras.split(","):
             deps += project.get("optional-dependencies", {}).get(extra.strip(), [])
     return any(re.match(r"\s*tensorflow\b", dep, re.IGNORECASE) for dep in deps)
