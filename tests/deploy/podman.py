@@ -74,6 +74,9 @@ def require_podman() -> None:
     """Skip (with the reason) unless podman is installed and can run a container here."""
     if shutil.which("podman") is None:
         pytest.skip(f"podman is not installed ({INSTALL_HINT})")
+    if os.geteuid() != 0:
+        # Rootless podman needs subuid ranges, and the memory figures read other users' /proc.
+        pytest.skip("the container tests run rootful podman: run them as root, as CI does")
     info = run("info", "--format", "{{.Host.OCIRuntime.Name}}", timeout=60, check=False)
     if info.returncode != 0:
         pytest.skip(f"podman cannot start here ({INSTALL_HINT}): {tail(info.stderr, 5)}")
@@ -197,19 +200,24 @@ def process_uids(pids: list[int]) -> set[int]:
 def serving_install_includes_tensorflow() -> bool:
     """Does the image recipe install TensorFlow? (Dockerfile.serve, its install script, pyproject.)
 
-    The script's ``pip install ".[extra,...]"`` names the extras; the package's base
-    dependencies plus those extras are what lands in the image. Comments are ignored.
+    Looks at the recipe's ``pip install`` commands (comments ignored, continuation lines joined):
+    TensorFlow named there, or in the package's base dependencies or the extras they install
+    (``".[extra,...]"``). An ENV such as KERAS_BACKEND=tensorflow installs nothing.
     """
 
-    def code(path: Path) -> str:
-        return "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+    def installs(path: Path) -> list[str]:
+        lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
+        commands = re.split(r"(?<!\\)\n", "\n".join(lines))
+        return [c for c in commands if re.search(r"\bpip\b.*\binstall\b", c, re.DOTALL)]
 
-    recipe = code(REPO_ROOT / "Dockerfile.serve") + "\n" + code(REPO_ROOT / "deploy/docker/install-serve.sh")
-    if re.search(r"tensorflow", recipe, re.IGNORECASE):
+    commands = installs(REPO_ROOT / "Dockerfile.serve") + installs(
+        REPO_ROOT / "deploy/docker/install-serve.sh"
+    )
+    if any(re.search(r"tensorflow", c, re.IGNORECASE) for c in commands):
         return True
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     deps = list(project.get("dependencies", []))
-    for extras in re.findall(r"\.\[([\w,.-]+)\]", recipe):
+    for extras in re.findall(r"\.\[([\w,.-]+)\]", "\n".join(commands)):
         for extra in extras.split(","):
             deps += project.get("optional-dependencies", {}).get(extra.strip(), [])
     return any(re.match(r"\s*tensorflow\b", dep, re.IGNORECASE) for dep in deps)
