@@ -150,12 +150,12 @@ def _ts(event: dict) -> float:
 
 
 class Recorder(threading.Thread):
-    """Keep-alive POST loop recording (time, status, version) of every answer, until ``deadline``."""
+    """Keep-alive POST loop recording (time sent, time answered, status, version), until ``deadline``."""
 
     def __init__(self, port: int, path: str, body: bytes, deadline: float, pause: float = 0.0):
         super().__init__(daemon=True)
         self.port, self.path, self.body, self.deadline, self.pause = port, path, body, deadline, pause
-        self.samples: list[tuple[float, int, str | None]] = []
+        self.samples: list[tuple[float, float, int, str | None]] = []
         self.latencies: list[float] = []
 
     def run(self) -> None:
@@ -169,13 +169,13 @@ class Recorder(threading.Thread):
                 resp = conn.getresponse()
                 data = resp.read()
                 version = json.loads(data).get("version") if resp.status == 200 else None
-                self.samples.append((time.time(), resp.status, version))
+                self.samples.append((t_start, time.time(), resp.status, version))
                 self.latencies.append(time.time() - t_start)
                 if resp.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
-                self.samples.append((time.time(), 0, type(exc).__name__))
+                self.samples.append((t_start, time.time(), 0, type(exc).__name__))
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -282,10 +282,12 @@ def run_scenario(
             srv.stop()
         samples = sorted(s for r in recorders for s in r.samples)
         status = {}
-        for _, code, _ in samples:
+        for _, _, code, _ in samples:
             status[code] = status.get(code, 0) + 1
-        new_answers = [t for t, code, v in samples if code == 200 and v == NEW_VERSION]
-        after = [(t, v) for t, code, v in samples if code == 200 and t_done is not None and t > t_done]
+        new_answers = [t for _, t, code, v in samples if code == 200 and v == NEW_VERSION]
+        # Requests *sent* after the switch must all be answered by the new version (one sent just
+        # before it may still finish on the old one: in-flight requests keep their version).
+        after = [(t, v) for t, _, code, v in samples if code == 200 and t_done is not None and t > t_done]
         out: dict = {
             "scenario": scenario,
             "model": model,
@@ -318,7 +320,7 @@ def run_scenario(
             )
         else:
             out["ok"] = bool(non_200 == 0 and not new_answers and len(refused) >= workers
-                             and all(v == old_version for _, c, v in samples if c == 200))  # fmt: skip
+                             and all(v == old_version for _, _, c, v in samples if c == 200))  # fmt: skip
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -384,10 +384,16 @@ class Result:
     seconds: float
     version: str
     errors: list[str]
+    #: CPU time of this process while scoring (what "one core" costs, whatever else the machine runs).
+    cpu_seconds: float = float("nan")
 
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds else float("nan")
+
+    @property
+    def rows_per_cpu_second(self) -> float:
+        return self.rows / self.cpu_seconds if self.cpu_seconds else float("nan")
 
 
 def load(model: str, artifacts: Path | None = None, version: str | None = None):
@@ -438,6 +444,7 @@ def score(
     output_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{output_path.name}.tmp-", dir=output_path.parent)
     bar = Progress(f"{card.name} {model.version}", total, progress)
+    cpu0 = time.process_time()
     n = scored = 0
     errors: list[str] = []
     n_errors = 0
@@ -480,7 +487,7 @@ def score(
         Path(tmp).unlink(missing_ok=True)
         raise
     seconds = bar.close()
-    return Result(n, scored, n_errors, seconds, model.version, errors)
+    return Result(n, scored, n_errors, seconds, model.version, errors, time.process_time() - cpu0)
 
 
 class InvalidRows(Exception):
@@ -554,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid: {line}", file=sys.stderr)
     print(
         f"{args.model} {res.version}: {res.scored:,} of {res.rows:,} inputs scored, {res.invalid:,} invalid, "
-        f"{res.seconds:.2f} s ({res.rows_per_second:,.0f} rows/s) -> {args.output}",
+        f"{res.seconds:.2f} s ({res.rows_per_second:,.0f} rows/s, {res.rows_per_cpu_second:,.0f} rows per CPU "
+        f"second) -> {args.output}",
         file=sys.stderr,
     )
     return 0

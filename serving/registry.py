@@ -529,7 +529,8 @@ class Registry:
                     failed[0].reason if failed else f"{name}: no servable version")  # fmt: skip
                 path = failed[0].file if failed else None
             new = ModelState(name, "failed", reason, path, None, None, found, self.policy.describe(name))
-        if old.model is not None and new.model is not old.model:
+        self._set(new)
+        if old.model is not None and new.model is not old.model:  # logged once the switch is done
             log.info(
                 "model %s now serves version %s (was %s)",
                 name,
@@ -538,7 +539,6 @@ class Registry:
                 extra={"event": "model_switched", "model": name,
                        "version": new.model.version if new.model else None, "previous": old.model.version},
             )  # fmt: skip
-        self._set(new)
         return new
 
     def load_all(self) -> None:

@@ -11,7 +11,7 @@ from dlqr import repository
 
 
 @pytest.mark.slow
-def test_train_adds_version_directories_and_migrates_a_flat_bundle(tmp_path, real_data_dir, repo_root):
+def test_train_adds_a_version_directory_and_migrates_a_flat_bundle(tmp_path, real_data_dir, repo_root):
     from training.cli import main
 
     art = tmp_path / "art"
@@ -21,15 +21,10 @@ def test_train_adds_version_directories_and_migrates_a_flat_bundle(tmp_path, rea
     common = ["--epochs", "1", "--max-rows", "200", "-q", "--data-dir", str(real_data_dir), "--out", str(art),
               "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
     assert main(["train", "wine", "--version", "3000.01.01.000000", *common]) == 0
-    assert main(["train", "wine", "--version", "3000.01.02.000000", *common]) == 0
-    assert sorted(p.name for p in (art / "wine").iterdir()) == [
-        flat_version,
-        "3000.01.01.000000",
-        "3000.01.02.000000",
-    ]
-    for v in ("3000.01.01.000000", "3000.01.02.000000"):
+    assert sorted(p.name for p in (art / "wine").iterdir()) == [flat_version, "3000.01.01.000000"]
+    for v in (flat_version, "3000.01.01.000000"):
         assert json.loads((art / "wine" / v / "manifest.json").read_text())["version"] == v
-    assert repository.latest_dir(art / "wine") == art / "wine" / "3000.01.02.000000"
-    # Versions are immutable: the same --version again is refused, and nothing is left behind.
-    assert main(["train", "wine", "--version", "3000.01.02.000000", *common]) == 2
+    assert repository.latest_dir(art / "wine") == art / "wine" / "3000.01.01.000000"
+    # Versions are immutable: the same --version again is refused (before training), nothing left behind.
+    assert main(["train", "wine", "--version", "3000.01.01.000000", *common]) == 2
     assert not [p for p in (art / "wine").iterdir() if p.name.startswith(".")]
