@@ -51,12 +51,18 @@ def url_rule_resolver(flask_app: Any) -> Callable[[dict[str, Any]], str]:
     from werkzeug.exceptions import HTTPException
 
     def resolve(environ: dict[str, Any]) -> str:
-        adapter = flask_app.url_map.bind_to_environ(environ)
+        try:
+            # Answers to unparsable requests (rendered by serving.workers) may lack a host or a path.
+            adapter = flask_app.url_map.bind_to_environ(environ)
+        except Exception:
+            return "unmatched"
         for method in (environ.get("REQUEST_METHOD") or "GET", "GET", "POST"):
             try:
                 rule, _ = adapter.match(method=method, return_rule=True)
             except HTTPException:
                 continue
+            except Exception:  # a path werkzeug cannot route at all
+                return "unmatched"
             return rule.rule
         return "unmatched"
 
