@@ -9,6 +9,9 @@ threshold, and are scored once on the test split with the same metric
 functions as the network. Everything is seeded, so the figures are
 recomputable: :func:`fit_baseline` on the same data returns the same numbers.
 
+Each model's baseline (estimator and hyper-parameters) is declared in its
+recipe (:mod:`training.recipes`):
+
 * wine: ``HistGradientBoostingRegressor`` (MAE is reported in target sd units,
   like the network's ``mae_scaled``);
 * seizure: ``HistGradientBoostingClassifier``, threshold by the recipe's policy;
@@ -27,48 +30,20 @@ from threadpoolctl import threadpool_limits
 
 from dlqr.card import get as get_card
 from training import evaluate as E
+from training import recipes
 
 #: OpenMP/BLAS threads for the baseline fits. One: on a shared 2-core machine a 2-thread
 #: HistGradientBoosting fit measured 175 s wall against 8.8 s single-threaded (same result).
 THREADS = 1
 
-#: Hyper-parameters of each baseline (also written into metrics.json).
-BASELINE_PARAMS: dict[str, dict[str, Any]] = {
-    "wine": {
-        "learning_rate": 0.05,
-        "max_iter": 2000,
-        "max_leaf_nodes": 31,
-        "min_samples_leaf": 20,
-        "l2_regularization": 1.0,
-        "early_stopping": True,
-        "n_iter_no_change": 50,
-    },
-    "seizure": {
-        "learning_rate": 0.05,
-        "max_iter": 1000,
-        "max_leaf_nodes": 31,
-        "min_samples_leaf": 20,
-        "l2_regularization": 1.0,
-        "early_stopping": True,
-        "n_iter_no_change": 50,
-    },
-    "digit": {"C": 0.1, "max_iter": 200, "tol": 1e-4},
-}
+
+def baseline_params(name: str) -> dict[str, Any]:
+    """Hyper-parameters of the model's baseline (its recipe's; also written into metrics.json)."""
+    return dict(recipes.get(name).baseline_params)
 
 
 def _estimator(name: str, seed: int):
-    params = BASELINE_PARAMS[name]
-    if name == "wine":
-        from sklearn.ensemble import HistGradientBoostingRegressor
-
-        return HistGradientBoostingRegressor(random_state=seed, **params)
-    if name == "seizure":
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        return HistGradientBoostingClassifier(random_state=seed, **params)
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(random_state=seed, **params)
+    return recipes.get(name).baseline_estimator(seed, **baseline_params(name))
 
 
 def fit_baseline(p, seed: int = 0, op_cfg: dict | None = None, splits=("val", "test")) -> dict[str, Any]:
@@ -78,6 +53,7 @@ def fit_baseline(p, seed: int = 0, op_cfg: dict | None = None, splits=("val", "t
     ``[operating_point]`` (seizure only).
     """
     name = p.name
+    params = baseline_params(name)
     est = _estimator(name, seed)
     x_tr = np.asarray(p.x["train"], dtype=np.float64)
     t0 = time.perf_counter()
@@ -87,14 +63,14 @@ def fit_baseline(p, seed: int = 0, op_cfg: dict | None = None, splits=("val", "t
     out: dict[str, Any] = {
         "model": type(est).__name__,
         "library": "scikit-learn",
-        "params": {**BASELINE_PARAMS[name], "random_state": seed},
+        "params": {**params, "random_state": seed},
         "inputs": "the network's own inputs (shared preprocessing output), same train/val/test split",
         "fit_seconds": round(seconds, 2),
     }
     if hasattr(est, "n_iter_"):
         out["n_iter"] = int(np.asarray(est.n_iter_).max())
-        if "max_iter" in BASELINE_PARAMS[name] and not BASELINE_PARAMS[name].get("early_stopping"):
-            out["converged"] = out["n_iter"] < BASELINE_PARAMS[name]["max_iter"]
+        if "max_iter" in params and not params.get("early_stopping"):
+            out["converged"] = out["n_iter"] < params["max_iter"]
     with threadpool_limits(THREADS):
         preds = {k: _predict(name, est, p.x[k]) for k in {"val", *splits}}
     if get_card(name).task.kind == "regression":

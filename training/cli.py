@@ -126,12 +126,18 @@ def _models(arg: str) -> list[str]:
 
 
 def _fmt(name: str, m: dict) -> str:
+    """One line of test figures, by the model's task kind."""
+    from dlqr.card import get as get_card
+    from training import recipes
+
     t = m["test"]
     b = (m.get("baseline") or {}).get("test")
-    if name == "wine":
-        s = f"test MAE {t['mae']:.3f} %vol ({t['mae_scaled']:.3f} sd), RMSE {t['rmse']:.3f}"
+    kind = get_card(name).task.kind
+    if kind == "regression":
+        units = recipes.get(name).units.replace(" ", "")
+        s = f"test MAE {t['mae']:.3f} {units} ({t['mae_scaled']:.3f} sd), RMSE {t['rmse']:.3f}"
         return s + (f"; baseline MAE {b['mae_scaled']:.3f} sd" if b else "")
-    if name == "seizure":
+    if kind == "binary":
         s = f"test AUC {t['roc_auc']:.4f}, acc {t['accuracy']:.4f}, F1 {t['f1']:.4f} @ t={t['threshold']:.3f}"
         return s + (f"; baseline AUC {b['roc_auc']:.4f}, acc {b['accuracy']:.4f}" if b else "")
     return f"test accuracy {t['accuracy']:.4f}" + (f"; baseline {b['accuracy']:.4f}" if b else "")
@@ -141,6 +147,7 @@ def cmd_train(args) -> int:
     _quiet_tf(args.verbose)
     from training import config as C
     from training import pipeline as P
+    from training import recipes
     from training import train as T
 
     models = _models(args.model)
@@ -157,10 +164,9 @@ def cmd_train(args) -> int:
             steps_per_execution=args.steps_per_execution,
             seed=args.seed,
         )
-        if args.split is not None and name != "digit":
-            cfgs[name]["split"]["strategy"] = (
-                "grouped_inputs" if (name, args.split) == ("wine", "grouped") else args.split
-            )
+        strategies = recipes.get(name).split_strategies  # --split name -> this recipe's strategy
+        if args.split is not None and strategies:
+            cfgs[name]["split"]["strategy"] = strategies.get(args.split, args.split)
     if args.max_rows is not None and args.max_rows < 10:
         raise C.ConfigError("--max-rows must be at least 10")
     from training import device
@@ -224,9 +230,9 @@ def cmd_evaluate(args) -> int:
 
 def cmd_fetch(args) -> int:
     from training import data as D
+    from training import recipes
 
-    wanted = {"wine": "wine", "seizure": "seizure", "digit": "mnist"}
-    datasets = {wanted[m] for m in _models(args.model)}
+    datasets = {recipes.get(m).dataset for m in _models(args.model)}
     for spec in D.FILES.values():
         if spec.dataset in datasets:
             path, payload = D.fetch(spec.name, args.data_dir, args.cache_dir)

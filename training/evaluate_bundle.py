@@ -13,30 +13,20 @@ import numpy as np
 
 from dlqr import bundle as B
 from dlqr import processing
+from dlqr.card import get as get_card
 from training import evaluate as E
+from training import recipes
 from training import train as T
 
-KEY_METRICS = {
-    "wine": ("mae", "rmse", "mae_scaled"),
-    "seizure": ("roc_auc", "accuracy", "f1"),
-    "digit": ("accuracy",),
-}
+
+def key_metrics(name: str) -> tuple[str, ...]:
+    """The metrics :func:`recompute` compares (the model's recipe's)."""
+    return tuple(recipes.get(name).key_metrics)
 
 
 def test_rows(name: str, ids: list, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Raw inputs and natural-unit targets of the recorded test rows."""
-    if name == "wine":
-        idx = np.asarray(ids, dtype=np.int64)
-        return dataset.x[idx], dataset.y[idx]
-    if name == "seizure":
-        pos = {rid: i for i, rid in enumerate(dataset.ids.tolist())}
-        missing = [i for i in ids if i not in pos]
-        if missing:
-            raise B.BundleError(f"{len(missing)} test ids not in the dataset, e.g. {missing[0]!r}")
-        idx = np.asarray([pos[i] for i in ids])
-        return dataset.x[idx], dataset.y[idx]
-    idx = np.asarray(ids, dtype=np.int64)
-    return dataset.x_test.reshape(len(dataset.x_test), -1)[idx], dataset.y_test[idx]
+    """Raw inputs and natural-unit targets of the recorded test rows (the recipe's ``test_rows``)."""
+    return recipes.get(name).test_rows(ids, dataset)
 
 
 def recompute(
@@ -54,17 +44,18 @@ def recompute(
         dtype=np.float64,
     )
     prep = b.preprocessing
-    if name == "wine":
+    kind = get_card(name).task.kind
+    if kind == "regression":
         ts = prep["target_scaler"]
         got = E.regression_metrics(
             y, processing.unstandardize(out[:, 0], ts["mean"], ts["scale"]), ts["scale"]
         )
-    elif name == "seizure":
+    elif kind == "binary":
         got = E.binary_metrics(y, out[:, 0], prep["threshold"]["value"])
     else:
         got = E.multiclass_metrics(y, out)
     shipped = b.metrics["test"]
-    rows = {k: {"recomputed": got[k], "bundle": shipped[k]} for k in KEY_METRICS[name]}
+    rows = {k: {"recomputed": got[k], "bundle": shipped[k]} for k in key_metrics(name)}
     ok = all(np.isclose(v["recomputed"], v["bundle"], rtol=rtol, atol=1e-9) for v in rows.values())
     return {
         "model": name,

@@ -19,6 +19,8 @@ from training.device import device_description
 def main(epochs: int = 3, data_dir=None, cache_dir=None) -> int:
     import keras
 
+    from dlqr.card import get as get_card
+    from dlqr.card import names as model_names
     from training import config as C
     from training import train as T
 
@@ -28,7 +30,7 @@ def main(epochs: int = 3, data_dir=None, cache_dir=None) -> int:
     )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("wine", "seizure", "digit"):
+        for name in model_names():
             cfg = C.apply_overrides(C.load_config(name), epochs=epochs, early_stopping_patience=0)
             t0 = time.perf_counter()
             p = T.prepare(name, cfg, T.load_dataset(name, data_dir, cache_dir))
@@ -37,7 +39,7 @@ def main(epochs: int = 3, data_dir=None, cache_dir=None) -> int:
             rows.append((name, load_s, res.epoch_times, res.history))
     print(f"\n{'model':<8} {'data s':>7}  per-epoch seconds (first includes compilation)   last val metric")
     for name, load_s, times, hist in rows:
-        key = "val_mae" if name == "wine" else "val_accuracy"
+        key = "val_mae" if get_card(name).task.kind == "regression" else "val_accuracy"
         print(
             f"{name:<8} {load_s:7.2f}  {' '.join(f'{t:6.2f}' for t in times):<44} {key} {hist[key][-1]:.4f}"
         )

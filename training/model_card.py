@@ -4,67 +4,17 @@
 metrics, preprocessing): every figure on the card is read from them, so the
 card can never disagree with ``metrics.json``. Export writes the card into the
 bundle before sealing it, so ``manifest.json`` hashes it like every other file.
-The only prose not taken from the bundle is each model's intended use and its
-known caveats (:data:`INTENDED_USE`, :data:`CAVEATS`).
+The only prose not taken from the bundle is each model's title, intended use
+and known caveats, declared in its training recipe (:mod:`training.recipes`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from training import recipes
+
 CARD_FILE = "MODEL_CARD.md"
-
-TITLES = {
-    "wine": "wine: % alcohol of a white wine from 10 physico-chemical measurements (regression)",
-    "seizure": "seizure: seizure / no seizure for one 1-second EEG segment (binary classification)",
-    "digit": "digit: handwritten digit 0-9 from a 28x28 grey image (10-way classification)",
-}
-
-INTENDED_USE = {
-    "wine": (
-        "Predict the alcohol content (% vol) of a Portuguese *vinho verde* white wine from the 10 "
-        "laboratory measurements of the UCI Wine Quality table (sensory `quality` is never an input). "
-        "A teaching model from *Deep Learning Quick Reference* (ch. 2). Not for labelling, tax or "
-        "regulatory use; wines unlike the 2004-2007 samples of the table (other regions, red wines, "
-        "inputs outside the training ranges) are out of scope."
-    ),
-    "seizure": (
-        "Research and teaching only (*Deep Learning Quick Reference*, ch. 4): flag whether one "
-        "178-sample (about 1 s) single-channel EEG segment from the UCI Epileptic Seizure Recognition "
-        "data set looks like seizure activity. **Not a medical device and not for clinical use**: it "
-        "was trained and tested on segments of one public data set (500 recordings from one "
-        "published study, Andrzejak et al. 2001), re-sampled and cut by the data set's authors; "
-        "other amplifiers, montages, sampling rates, patients or artefacts are untested."
-    ),
-    "digit": (
-        "Classify a centred, size-normalised handwritten digit as MNIST presents it (white on black, "
-        "28x28, 0-255). A teaching model (*Deep Learning Quick Reference*, ch. 5). Photos, printed "
-        "digits, several digits or letters are out of scope and still get a (confident-looking) answer."
-    ),
-}
-
-CAVEATS = {
-    "wine": [
-        "The UCI white-wine table holds 4,898 rows but only 3,951 distinct input vectors: the same wine "
-        "appears several times. A random row split (the book's) puts copies on both sides and flatters "
-        "the test error; this bundle's split keeps every copy of an input on one side (see *Data and "
-        "split*), and the book-split figures are shown only for comparison.",
-        "MAE is reported in % vol and in target standard deviations ('sd', the book's scaled MAE).",
-    ],
-    "seizure": [
-        "Each recording is cut into 23 segments. A random row split (the book's) puts segments of one "
-        "recording on both sides; this bundle's split is grouped by recording, and the book-split "
-        "figures are shown only for comparison.",
-        "The test split holds only 50 recordings: its figures move by about 0.01-0.02 AUC between "
-        "splits, which is why the recipe was chosen by grouped cross-validation, not on test.",
-        "Positives are the data set's class 1 (seizure); classes 2-5 (tumour area, healthy area, "
-        "eyes open/closed) are all negatives.",
-    ],
-    "digit": [
-        "MNIST's test set is a standard benchmark that many published models were tuned against.",
-        "Probabilities are softmax outputs, not calibrated confidences.",
-    ],
-}
 
 BASELINE_NAMES = {
     "HistGradientBoostingRegressor": "gradient-boosted trees (scikit-learn HistGradientBoostingRegressor)",
@@ -83,18 +33,30 @@ def _f(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _kind(name: str | None) -> str | None:
+    """The task kind of a registered model, or None for an unknown name."""
+    from dlqr import card
+
+    try:
+        return card.get(name or "").task.kind
+    except card.UnknownModel:
+        return None
+
+
 def _metric_rows(name: str, m: dict[str, Any]) -> list[tuple[str, str]]:
-    """(label, value) pairs of one metrics entry."""
+    """(label, value) pairs of one metrics entry, by the model's task kind."""
     if not m:
         return []
-    if name == "wine":
+    kind = _kind(name)
+    if kind == "regression":
+        units = recipes.get(name).units
         return [
-            ("MAE (% vol)", _f(m.get("mae"))),
+            (f"MAE ({units})", _f(m.get("mae"))),
             ("MAE (sd)", _f(m.get("mae_scaled"))),
-            ("RMSE (% vol)", _f(m.get("rmse"))),
+            (f"RMSE ({units})", _f(m.get("rmse"))),
             ("R²", _f(m.get("r2"))),
         ]
-    if name == "seizure":
+    if kind == "binary":
         return [
             ("ROC AUC", _f(m.get("roc_auc"))),
             ("accuracy", _f(m.get("accuracy"))),
@@ -194,8 +156,9 @@ def render(bundle: dict[str, Any]) -> str:
     """The model card of one bundle: ``{"manifest": ..., "metrics": ..., "preprocessing": ...}``."""
     manifest, metrics, prep = bundle["manifest"], bundle["metrics"], bundle["preprocessing"]
     name = manifest.get("model") or prep.get("model")
+    recipe = recipes.find(name)
     out = [
-        f"# Model card: {TITLES.get(name, name)}",
+        f"# Model card: {recipe.title if recipe else name}",
         "",
         f"Version `{manifest.get('version')}`, created {manifest.get('created')}, "
         f"git commit `{manifest.get('git_commit')}`. Every figure below is read from this bundle's "
@@ -203,7 +166,7 @@ def render(bundle: dict[str, Any]) -> str:
         "",
         "## Intended use and limits",
         "",
-        INTENDED_USE.get(name, ""),
+        recipe.intended_use if recipe else "",
         "",
         "## Data and split",
         "",
@@ -250,7 +213,7 @@ def render(bundle: dict[str, Any]) -> str:
             f"{_f(op.get('val_precision'))}, recall {_f(op.get('val_recall'))}, F1 {_f(op.get('val_f1'))}.",
         ]
     out += ["", "## Caveats", ""]
-    out += [f"- {c}" for c in CAVEATS.get(name, [])]
+    out += [f"- {c}" for c in (recipe.caveats if recipe else ())]
     book = metrics.get("book_row_split")
     if book:
         out.append(

@@ -12,20 +12,11 @@ from typing import Any
 import numpy as np
 
 from dlqr import repository
-from training import baselines
+from dlqr.card import get as get_card
+from training import baselines, recipes
 from training import evaluate as E
 from training import export as X
 from training import train as T
-
-#: Quality bars on the honest test split (issue #10) and the book's published figures.
-QUALITY_BARS = {
-    "wine": {"metric": "mae_scaled", "op": "<=", "value": 0.19, "book": 0.19},
-    "seizure": {"metric": ["roc_auc", "accuracy"], "op": ">=", "value": [0.995, 0.98]},
-    "digit": {"metric": "accuracy", "op": ">=", "value": 0.985},
-}
-
-#: Metrics on which the network must also match its scikit-learn baseline (issue #10: wine).
-BASELINE_BARS = {"wine": "mae_scaled"}
 
 
 def check_bars(
@@ -33,10 +24,12 @@ def check_bars(
 ) -> dict[str, Any]:
     """Compare test metrics with the quality bars; returns {metric: {value, bar, passed}}.
 
-    With ``baseline_test``, models in :data:`BASELINE_BARS` also get a
+    The bars are the model's recipe's (:attr:`training.recipes.Recipe.quality_bar`).
+    With ``baseline_test``, a recipe with a ``baseline_bar`` also gets a
     ``<metric>_vs_baseline`` entry: the network must do at least as well.
     """
-    bar = QUALITY_BARS[name]
+    recipe = recipes.get(name)
+    bar = recipe.quality_bar
     metrics = bar["metric"] if isinstance(bar["metric"], list) else [bar["metric"]]
     values = bar["value"] if isinstance(bar["value"], list) else [bar["value"]]
     out = {}
@@ -48,7 +41,7 @@ def check_bars(
             "op": bar["op"],
             "passed": got <= v if bar["op"] == "<=" else got >= v,
         }
-    key = BASELINE_BARS.get(name)
+    key = recipe.baseline_bar
     if key and baseline_test:
         got, ref = float(test[key]), float(baseline_test[key])
         out[f"{key}_vs_baseline"] = {"value": got, "bar": ref, "op": bar["op"], "passed": got <= ref}
@@ -62,15 +55,16 @@ def predict(model, x: np.ndarray) -> np.ndarray:
 def evaluate_splits(
     p: T.Prepared, model, op_cfg: dict | None = None
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Metrics for train/val/test, choosing the seizure operating point on val only."""
+    """Metrics for train/val/test, by task kind; a binary model's operating point is chosen on val only."""
     out = {k: predict(model, p.x[k]) for k in T.SPLITS}
     metrics: dict[str, Any] = {}
-    if p.name == "wine":
+    kind = get_card(p.name).task.kind
+    if kind == "regression":
         ts = p.preprocessing["target_scaler"]
         for k in T.SPLITS:
             pred = out[k][:, 0] * ts["scale"] + ts["mean"]
             metrics[k] = E.regression_metrics(p.y_true[k], pred, ts["scale"])
-            if k == "test":
+            if k == "test" and recipes.get(p.name).report_unseen_inputs:
                 # The UCI table has exact duplicate rows, which a random split puts
                 # on both sides; also report test rows whose inputs never occur in train
                 # (on the grouped split that is every test row, so nothing to add).
@@ -80,7 +74,7 @@ def evaluate_splits(
                     metrics["test_unseen_inputs"] = E.regression_metrics(
                         p.y_true[k][unseen], pred[unseen], ts["scale"]
                     )
-    elif p.name == "seizure":
+    elif kind == "binary":
         op_cfg = op_cfg or {}
         op = E.choose_threshold(
             p.y_true["val"], out["val"][:, 0], op_cfg.get("policy", "max_f1"), op_cfg.get("min_recall", 0.95)
@@ -98,10 +92,10 @@ def evaluate_splits(
 def _golden_rows(p: T.Prepared, k: int = 4) -> np.ndarray:
     """A few test rows for the self-test; for classifiers, cover several classes."""
     y = p.y_true["test"]
-    if p.name == "wine":
+    per_class = recipes.get(p.name).golden_per_class  # e.g. seizure: 2 of each class; digit: 1 of each
+    if per_class is None:
         idx = list(range(min(k, len(y))))
     else:
-        per_class = 2 if p.name == "seizure" else 1  # seizure: 2 of each class; digit: one of each digit
         idx = sorted(i for cls in np.unique(y) for i in np.flatnonzero(y == cls)[:per_class].tolist())
     return p.raw["test"][idx]
 
@@ -109,30 +103,45 @@ def _golden_rows(p: T.Prepared, k: int = 4) -> np.ndarray:
 def write_report(
     p: T.Prepared, fitres: T.FitResult, metrics: dict, out: dict, run_dir: Path
 ) -> dict[str, Path]:
-    """Plots and the history CSV; returns {file name in report/: path}."""
+    """Plots (by task kind, titled by the recipe) and the history CSV; returns {file name in report/: path}."""
     rep = run_dir / "report"
     rep.mkdir(parents=True, exist_ok=True)
     files = {"training_curves.png": rep / "training_curves.png", "history.csv": run_dir / "history.csv"}
     E.plot_history(fitres.history, files["training_curves.png"], f"{p.name}: training curves")
-    if p.name == "wine":
+    kind = get_card(p.name).task.kind
+    titles = recipes.get(p.name).plot_titles
+    if kind == "regression":
         ts = p.preprocessing["target_scaler"]
         pred = out["val"][:, 0] * ts["scale"] + ts["mean"]
         files["val_histogram.png"] = rep / "val_histogram.png"
         files["val_scatter.png"] = rep / "val_scatter.png"
         E.plot_wine(p.y_true["val"], pred, files["val_histogram.png"], files["val_scatter.png"])
-    elif p.name == "seizure":
+    elif kind == "binary":
         files["roc_test.png"] = rep / "roc_test.png"
         files["roc_val.png"] = rep / "roc_val.png"
         t = metrics["operating_point"]["value"]
         E.plot_roc(
-            p.y_true["test"], out["test"][:, 0], t, files["roc_test.png"], "Seizure: test ROC (grouped split)"
+            p.y_true["test"],
+            out["test"][:, 0],
+            t,
+            files["roc_test.png"],
+            titles.get("roc_test", f"{p.name}: test ROC"),
         )
-        E.plot_roc(p.y_true["val"], out["val"][:, 0], t, files["roc_val.png"], "Seizure: validation ROC")
+        E.plot_roc(
+            p.y_true["val"],
+            out["val"][:, 0],
+            t,
+            files["roc_val.png"],
+            titles.get("roc_val", f"{p.name}: validation ROC"),
+        )
     else:
         files["confusion_test.png"] = rep / "confusion_test.png"
         cm = metrics["test"]["confusion_matrix"]
         E.plot_confusion(
-            cm["matrix"], cm["labels"], files["confusion_test.png"], "Digit: test confusion matrix"
+            cm["matrix"],
+            cm["labels"],
+            files["confusion_test.png"],
+            titles.get("confusion_test", f"{p.name}: test confusion matrix"),
         )
     return {k: v for k, v in files.items() if v.exists()}
 
@@ -145,11 +154,15 @@ def book_split_comparison(
     The book's split leaks: copies of a wine's input vector, or chunks of one EEG
     recording, land on both sides. Its figures (network and baseline) go to
     ``metrics.json["book_row_split"]`` so the README can show the difference.
-    None unless the recipe asks for it (``[split] compare_row_split``) and its
-    own split is not already the row split.
+    None unless the recipe supports it (``row_split_comparison``), its config asks for it
+    (``[split] compare_row_split``) and its own split is not already the row split.
     """
     sp = cfg["split"]
-    if not sp.get("compare_row_split") or sp.get("strategy") == "rows" or name not in ("wine", "seizure"):
+    if (
+        not sp.get("compare_row_split")
+        or sp.get("strategy") == "rows"
+        or not recipes.get(name).row_split_comparison
+    ):
         return None
     pr = T.prepare(name, cfg, dataset, max_rows, strategy="rows")
     fr = T.fit(pr, cfg, run_dir / "row_split", verbose)
@@ -203,7 +216,7 @@ def run_model(
     book = book_split_comparison(name, cfg, dataset, max_rows, run_dir, verbose)
     if book is not None:
         metrics["book_row_split"] = book
-        if name == "seizure":
+        if get_card(name).task.kind == "binary":
             p.preprocessing["threshold"] = metrics["operating_point"]  # restore the grouped model's threshold
     metrics["quality_bars"] = check_bars(name, metrics["test"], metrics["baseline"]["test"])
     report = write_report(p, fitres, metrics, out, run_dir)

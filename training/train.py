@@ -1,8 +1,9 @@
 """Training: prepare splits and scalers, fit with the recipe's callbacks.
 
 ``prepare(name, cfg, dataset)`` turns a parsed dataset into model-ready
-arrays (scalers fitted on the train split only, through the same
-``serving.processing`` functions serving uses); ``fit`` trains it.
+arrays through the model's recipe (:mod:`training.recipes`; scalers fitted on
+the train split only, through the same ``dlqr.processing`` functions serving
+uses); ``fit`` trains it.
 """
 
 from __future__ import annotations
@@ -17,10 +18,7 @@ from typing import Any
 import numpy as np
 
 from dlqr import processing
-from dlqr.cards import digit as DIGIT
-from dlqr.cards import seizure as SEIZURE
-from dlqr.cards import wine as WINE
-from training import data as D
+from dlqr.card import get as get_card
 
 SPLITS = ("train", "val", "test")
 
@@ -53,102 +51,6 @@ def _ranges(raw_train: np.ndarray) -> dict[str, list[float]]:
     return {"min": raw_train.min(axis=0).tolist(), "max": raw_train.max(axis=0).tolist()}
 
 
-#: Wine split strategies: the default keeps every copy of an input vector on one side.
-WINE_STRATEGIES = ("grouped_inputs", "rows")
-
-
-def wine_split(cfg: dict, ds: D.WineData, strategy: str | None = None) -> dict[str, np.ndarray]:
-    """Wine's train/val/test rows: grouped by identical input vectors (default) or random rows (book)."""
-    sp = cfg["split"]
-    strategy = strategy or sp.get("strategy", "grouped_inputs")
-    if strategy in ("grouped_inputs", "grouped"):
-        return D.grouped_row_split(D.duplicate_groups(ds.x), tuple(sp["fractions"]), sp["seed"])
-    if strategy == "rows":
-        return D.random_split(len(ds.y), tuple(sp["fractions"]), sp["seed"])
-    raise ValueError(f"unknown wine split strategy {strategy!r}; use one of {', '.join(WINE_STRATEGIES)}")
-
-
-def prepare_wine(
-    cfg: dict, ds: D.WineData, max_rows: int | None = None, strategy: str | None = None
-) -> Prepared:
-    sp = cfg["split"]
-    strategy = strategy or sp.get("strategy", "grouped_inputs")
-    strategy = "grouped_inputs" if strategy == "grouped" else strategy
-    idx = _subsample(wine_split(cfg, ds, strategy), max_rows, sp["seed"])
-    log_names = list(cfg.get("features", {}).get("log1p", []))
-    unknown = sorted(set(log_names) - set(WINE.FEATURES))
-    if unknown:
-        raise ValueError(f"[features] log1p names unknown wine inputs: {unknown}")
-    log_cols = [WINE.FEATURES.index(n) for n in log_names]
-    x_fit = ds.x[idx["train"]].copy()
-    x_fit[:, log_cols] = np.log1p(x_fit[:, log_cols])
-    x_scaler = D.fit_standard_scaler(x_fit)
-    y_scaler = D.fit_standard_scaler(ds.y[idx["train"]])
-    prep = {
-        "model": "wine",
-        "task": WINE.CARD.task.kind,
-        "features": list(WINE.FEATURES),
-        "input_dim": len(WINE.FEATURES),
-        "input_scaler": {**D.scaler_json(x_scaler), "log1p": log_cols, "log1p_features": log_names},
-        "target": WINE.TARGET,
-        "units": WINE.UNITS,
-        "target_scaler": {
-            "type": "standard",
-            "mean": float(y_scaler.mean_[0]),
-            "scale": float(y_scaler.scale_[0]),
-        },
-        "feature_ranges": _ranges(ds.x[idx["train"]]),
-        "csv_columns": list(WINE.CSV_COLUMNS),
-    }
-    raw = {k: ds.x[v] for k, v in idx.items()}
-    return Prepared(
-        name="wine",
-        raw=raw,
-        x={k: processing.model_input(raw[k], prep) for k in SPLITS},
-        y={k: processing.standardize(ds.y[v], y_scaler.mean_[0], y_scaler.scale_[0]) for k, v in idx.items()},
-        y_true={k: ds.y[v] for k, v in idx.items()},
-        ids={k: v.tolist() for k, v in idx.items()},
-        preprocessing=prep,
-        data_info={
-            "dataset": "UCI Wine Quality (white)",
-            "payload_sha256": ds.sha256,
-            "rows": int(len(ds.y)),
-        },
-        split_info=_wine_split_info(strategy, sp, ds, idx),
-    )
-
-
-def _wine_split_info(strategy: str, sp: dict, ds: D.WineData, idx: dict[str, np.ndarray]) -> dict[str, Any]:
-    """What test_split.json and the manifest record about a wine split."""
-    groups = D.duplicate_groups(ds.x)
-    sides = {k: set(groups[v].tolist()) for k, v in idx.items()}
-    shared = len((sides["train"] | sides["val"]) & sides["test"])
-    return {
-        "strategy": "random_rows" if strategy == "rows" else strategy,
-        "seed": sp["seed"],
-        "fractions": sp["fractions"],
-        "sizes": {k: int(len(v)) for k, v in idx.items()},
-        "distinct_inputs": {k: len(g) for k, g in sides.items()},
-        "test_inputs_also_in_train_or_val": shared,
-        "groups": (
-            "rows with an identical 10-feature input vector form one group; every group lies in one split"
-            if strategy == "grouped_inputs"
-            else "random rows (the book's split): copies of one input vector can sit on both sides"
-        ),
-        "id_kind": "0-based data row index in winequality-white.csv (header excluded)",
-    }
-
-
-def seizure_split(cfg: dict, ds: D.SeizureData, strategy: str | None = None) -> dict[str, np.ndarray]:
-    sp = cfg["split"]
-    strategy = strategy or sp.get("strategy", "grouped")
-    if strategy == "grouped":
-        return D.grouped_split(ds.groups, ds.y, tuple(sp["fractions"]), sp["seed"])
-    if strategy == "rows":
-        return D.random_split(len(ds.y), tuple(sp["fractions"]), sp["seed"])
-    raise ValueError(f"unknown seizure split strategy {strategy!r}; use 'grouped' or 'rows'")
-
-
 def input_transform(cfg: dict) -> dict[str, str] | None:
     """The recipe's ``[features] input_transform`` as preprocessing.json's entry, or None."""
     name = cfg.get("features", {}).get("input_transform")
@@ -161,107 +63,18 @@ def input_transform(cfg: dict) -> dict[str, str] | None:
     return {"type": name}
 
 
-def prepare_seizure(
-    cfg: dict, ds: D.SeizureData, max_rows: int | None = None, strategy: str | None = None
-) -> Prepared:
-    sp = cfg["split"]
-    strategy = strategy or sp.get("strategy", "grouped")
-    idx = _subsample(seizure_split(cfg, ds, strategy), max_rows, sp["seed"])
-    transform = input_transform(cfg)
-    scaler = D.fit_standard_scaler(processing.apply_input_transform(ds.x[idx["train"]], transform))
-    prep = {
-        "model": "seizure",
-        "task": SEIZURE.CARD.task.kind,
-        "features": list(SEIZURE.FEATURES),
-        "input_dim": SEIZURE.N_SAMPLES,
-        **({"input_transform": transform} if transform else {}),
-        "input_scaler": D.scaler_json(scaler),
-        "class_labels": list(SEIZURE.CLASS_LABELS),
-        "feature_ranges": _ranges(ds.x[idx["train"]]),
-    }
-    raw = {k: ds.x[v] for k, v in idx.items()}
-    groups = {k: set(ds.groups[v].tolist()) for k, v in idx.items()}
-    return Prepared(
-        name="seizure",
-        raw=raw,
-        x={k: processing.model_input(raw[k], prep) for k in SPLITS},
-        y={k: ds.y[v].astype(np.float32) for k, v in idx.items()},
-        y_true={k: ds.y[v] for k, v in idx.items()},
-        ids={k: ds.ids[v].tolist() for k, v in idx.items()},
-        preprocessing=prep,
-        data_info={
-            "dataset": "UCI Epileptic Seizure Recognition",
-            "payload_sha256": ds.sha256,
-            "rows": int(len(ds.y)),
-            "positive": "y == 1 (seizure); y in 2..5 negative",
-        },
-        split_info={
-            "strategy": strategy,
-            "seed": sp["seed"],
-            "fractions": sp["fractions"],
-            "sizes": {k: int(len(v)) for k, v in idx.items()},
-            "recordings": {k: len(g) for k, g in groups.items()},
-            "positives": {k: int(ds.y[v].sum()) for k, v in idx.items()},
-            "id_kind": "UCI row id (first CSV column), X<chunk>.<recording>",
-        },
-    )
-
-
-def prepare_digit(cfg: dict, ds: D.MnistData, max_rows: int | None = None) -> Prepared:
-    sp = cfg["split"]
-    idx = D.mnist_split(len(ds.y_train), int(sp["validation_size"]))
-    idx["test"] = np.arange(len(ds.y_test))
-    idx = _subsample(idx, max_rows, sp["seed"])
-    prep = {
-        "model": "digit",
-        "task": DIGIT.CARD.task.kind,
-        "features": [f"px{i}" for i in range(DIGIT.N_PIXELS)],
-        "input_dim": DIGIT.N_PIXELS,
-        "input_scaler": {"type": "divide", "divisor": float(DIGIT.PIXEL_MAX)},
-        "image_shape": [DIGIT.HEIGHT, DIGIT.WIDTH],
-        "pixel_range": [0, DIGIT.PIXEL_MAX],
-        "class_labels": list(DIGIT.CLASS_LABELS),
-        "feature_ranges": None,
-    }
-    flat_train = ds.x_train.reshape(len(ds.x_train), -1)
-    flat_test = ds.x_test.reshape(len(ds.x_test), -1)
-    raw = {"train": flat_train[idx["train"]], "val": flat_train[idx["val"]], "test": flat_test[idx["test"]]}
-    labels = {
-        "train": ds.y_train[idx["train"]],
-        "val": ds.y_train[idx["val"]],
-        "test": ds.y_test[idx["test"]],
-    }
-    eye = np.eye(10, dtype=np.float32)
-    return Prepared(
-        name="digit",
-        raw=raw,
-        x={k: processing.model_input(raw[k], prep) for k in SPLITS},
-        y={k: eye[v] for k, v in labels.items()},
-        y_true={k: v.astype(np.int64) for k, v in labels.items()},
-        ids={k: v.tolist() for k, v in idx.items()},
-        preprocessing=prep,
-        data_info={
-            "dataset": "MNIST (LeCun, Cortes, Burges)",
-            "payload_sha256": ds.sha256,
-            "rows": {"train": int(len(ds.y_train)), "test": int(len(ds.y_test))},
-        },
-        split_info={
-            "strategy": "mnist_standard_last_val",
-            "seed": sp["seed"],
-            "validation_size": int(sp["validation_size"]),
-            "sizes": {k: int(len(v)) for k, v in idx.items()},
-            "id_kind": "train/val: index into train-images; test: index into t10k-images",
-        },
-    )
-
-
 def load_dataset(name: str, data_dir=None, cache_dir=None):
-    return {"wine": D.load_wine, "seizure": D.load_seizure, "digit": D.load_mnist}[name](data_dir, cache_dir)
+    """The verified, parsed dataset of model ``name`` (its recipe's loader)."""
+    from training import recipes
+
+    return recipes.get(name).load(data_dir, cache_dir)
 
 
 def prepare(name: str, cfg: dict, dataset, max_rows: int | None = None, **kw) -> Prepared:
-    fn = {"wine": prepare_wine, "seizure": prepare_seizure, "digit": prepare_digit}[name]
-    return fn(cfg, dataset, max_rows, **kw)
+    """Model-ready splits of ``dataset`` (its recipe's ``prepare``)."""
+    from training import recipes
+
+    return recipes.get(name).prepare(cfg, dataset, max_rows, **kw)
 
 
 # ------------------------------------------------------------------ callbacks
@@ -323,7 +136,7 @@ def build_callbacks(p: Prepared, train_cfg: dict, run_dir: Path, verbose: int) -
     RocAucCallback, EpochTimer = _keras_callbacks()
     timer = EpochTimer()
     cbs: list = [timer]
-    if p.name == "seizure":
+    if get_card(p.name).task.kind == "binary":
         # First, so later callbacks (CSV, checkpoint, early stopping) see the AUC keys.
         cbs.insert(0, RocAucCallback(p.x["train"], p.y_true["train"], p.x["val"], p.y_true["val"]))
     monitor, mode = train_cfg["monitor"], train_cfg["monitor_mode"]

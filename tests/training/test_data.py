@@ -14,6 +14,7 @@ import pytest
 
 from dlqr import processing
 from training import data as D
+from training.recipes import wine as wine_recipe
 
 
 def _idx(arr: np.ndarray) -> bytes:
@@ -264,15 +265,14 @@ def test_real_files_verify_and_parse(real_data_dir):
 
 def test_real_wine_grouped_split_has_no_input_vector_on_two_sides(real_data_dir):
     from training import config as C
-    from training import train as T
 
     w = D.load_wine(real_data_dir)
     cfg = C.load_config("wine")
-    split = T.wine_split(cfg, w)
+    split = wine_recipe.split(cfg, w)
     _assert_no_group_on_two_sides(D.duplicate_groups(w.x), split)
     rows = [{tuple(r) for r in w.x[v].tolist()} for v in split.values()]
     assert not (rows[0] & rows[2]) and not (rows[1] & rows[2]) and not (rows[0] & rows[1])
-    again = T.wine_split(cfg, w)
+    again = wine_recipe.split(cfg, w)
     assert all(np.array_equal(split[k], again[k]) for k in split)
     assert [len(split[k]) for k in ("train", "val", "test")] == [3428, 734, 736]
 

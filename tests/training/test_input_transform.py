@@ -8,7 +8,7 @@ import pytest
 from dlqr import processing
 from tests.training.test_pipeline import _synthetic
 from training import config as C
-from training import train as T
+from training import recipes
 
 
 def test_log_abs_fft_keeps_the_dimension_and_is_the_log_spectrum():
@@ -37,7 +37,7 @@ def test_model_input_applies_transform_before_scaler():
 
 
 def test_seizure_recipe_records_the_transform_for_serving():
-    p = T.prepare_seizure(C.load_config("seizure"), _synthetic("seizure"))
+    p = recipes.get("seizure").prepare(C.load_config("seizure"), _synthetic("seizure"))
     assert p.preprocessing["input_transform"] == {"type": "log_abs_fft"}
     spec_train = processing.log_abs_fft(p.raw["train"])
     np.testing.assert_allclose(p.preprocessing["input_scaler"]["mean"], spec_train.mean(axis=0))

@@ -8,7 +8,7 @@ import pytest
 from dlqr import bundle as B
 from dlqr import card as cards
 from dlqr import processing
-from training import baselines
+from training import baselines, recipes
 from training import config as C
 from training import data as D
 from training import pipeline as P
@@ -135,14 +135,14 @@ def test_train_export_reload_on_real_data_subset(tmp_path, name, real_data_dir):
 
 def test_seizure_prepare_grouped_has_disjoint_recordings():
     ds = _synthetic("seizure")
-    p = T.prepare_seizure(C.load_config("seizure"), ds)
+    p = recipes.get("seizure").prepare(C.load_config("seizure"), ds)
     sides = [{i.split(".", 1)[1] for i in p.ids[k]} for k in T.SPLITS]
     assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
 
 
 def test_wine_scalers_fitted_on_train_only():
     ds = _synthetic("wine")
-    p = T.prepare_wine(C.load_config("wine"), ds)
+    p = recipes.get("wine").prepare(C.load_config("wine"), ds)
     tr = ds.x[p.ids["train"]].copy()
     log_cols = p.preprocessing["input_scaler"]["log1p"]
     assert log_cols, "the default wine recipe log-transforms the skewed inputs"
