@@ -21,23 +21,13 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from dlqr import images
+from dlqr.cards.wine import EXAMPLE
 from serving import budget, workers
 from serving.guard import Guard
 from serving.observability import method_label
 from tests.serving.test_app import assert_problem, post_json
 
-WINE = {
-    "fixed_acidity": 7.0,
-    "volatile_acidity": 0.27,
-    "citric_acid": 0.36,
-    "residual_sugar": 20.7,
-    "chlorides": 0.045,
-    "free_sulfur_dioxide": 45.0,
-    "total_sulfur_dioxide": 170.0,
-    "density": 1.001,
-    "ph": 3.0,
-    "sulphates": 0.45,
-}
+WINE = dict(EXAMPLE)  # a real row of the UCI table, the card's documented example
 
 
 def counted(app, **labels) -> float:
