@@ -432,10 +432,11 @@ def tampered(tmp_path):
     art = committed_or_tiny(tmp_path)
     dest = tmp_path / "tampered"
     shutil.copytree(art, dest)
-    onnx = (repository.latest_dir(dest / "digit") or dest / "digit") / "model.onnx"
-    data = bytearray(onnx.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    onnx.write_bytes(bytes(data))
+    # Every digit version (under the default 'latest' policy an older good one would be served).
+    for onnx in sorted((dest / "digit").glob("**/model.onnx")):
+        data = bytearray(onnx.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        onnx.write_bytes(bytes(data))
     return dest
 
 
