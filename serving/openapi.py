@@ -15,7 +15,7 @@ from typing import Any
 from flask import Flask, Response, render_template
 from pydantic import TypeAdapter
 
-from serving.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, problem_type
+from serving.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, problem_statuses, problem_type
 from serving.schemas import ModelSchemas, Problem
 
 REF = "#/components/schemas/{model}"
@@ -43,14 +43,13 @@ def build_openapi(schemas: dict[str, ModelSchemas], version: str) -> dict[str, A
     keyed, defs = TypeAdapter.json_schemas(inputs, ref_template=REF)
     components = dict(defs.get("$defs", {}))
     paths: dict[str, Any] = {}
+    # Every status a problem type can answer with (serving/errors.py's table), so the document
+    # lists the hardening answers (408, 503 overloaded, 504, ...) as well as the API's own.
     common_errors = {
-        "400": _problem_response("Malformed JSON or empty body"),
-        "404": _problem_response("Unknown model"),
-        "413": _problem_response("Body larger than DLQR_MAX_BODY_BYTES or batch larger than DLQR_MAX_BATCH"),
-        "415": _problem_response("Unsupported Content-Type"),
-        "422": _problem_response("Schema or value error (per-field errors in `errors`)"),
-        "503": _problem_response("Model not ready (loading, or failed verification/self-test)"),
-        "500": _problem_response("Unexpected error (body carries only the request id)"),
+        str(status): _problem_response(
+            "; ".join(f"{PROBLEM_TYPES[slug][0]} (`{problem_type(slug)}`)" for slug in slugs)
+        )
+        for status, slugs in problem_statuses().items()
     }
     for name, ms in schemas.items():
         card = ms.card
