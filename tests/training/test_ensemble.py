@@ -69,7 +69,9 @@ def test_unfold_serves_the_same_function_without_the_zero_blocks(name, tmp_path)
     info = export_onnx(folded, path, x, graph)  # checked against the folded (.h5) model
     assert info["graph"] == "members side by side"
     assert sum(n.op_type in ("MatMul", "Gemm") for n in onnx.load(str(path)).graph.node) == len(dense)
-    np.testing.assert_allclose(OnnxForward(ort_session(path.read_bytes()))(x), folded(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        OnnxForward(ort_session(path.read_bytes()))(x), folded(x), rtol=1e-5, atol=1e-6
+    )
     # a single network is exported as it is
     assert _serving_graph(name, {"hyperparameters": {"model": {**CFG, "members": 1}}}, folded) is folded
 
