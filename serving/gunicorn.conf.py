@@ -14,6 +14,7 @@ factory loads them synchronously): a replaced worker (crash, ``max_requests``,
 HUP) takes no request it could not answer.
 """
 
+import gc
 import importlib
 import os
 import shutil
@@ -58,6 +59,9 @@ if not os.environ.get("DLQR_PROMETHEUS_PREPARED"):
 # ONNX Runtime sessions and metrics are still created after fork only.
 for _module in ("numpy", "onnxruntime", "pydantic", "flask", "prometheus_client"):
     importlib.import_module(_module)
+# ... and kept out of the cyclic collector's sight (what the gc docs advise before fork): the
+# worker's own collection after loading its models then walks only what the worker created.
+gc.freeze()
 
 bind = [_settings.bind]
 workers = _settings.workers
