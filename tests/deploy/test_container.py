@@ -291,11 +291,31 @@ def test_image_holds_no_tensorflow(serving_image: Image):
 
 
 @needs_serving_core
-def test_image_holds_no_training_stack_and_its_size_is_reported(serving_image: Image, base_image: str):
+def test_image_adds_at_most_200_mb_on_top_of_its_base(serving_image: Image, base_image: str):
+    """The issue's target: the venv (stripped by deploy/docker/install-serve.sh) + the baked bundles."""
     added = P.image_size(serving_image.tag) - P.image_size(base_image)
-    # The issue's target is <= 200 MB (a benchmark figure, printed in the table and the README);
-    # what a test can hold the recipe to is that no training stack (TensorFlow: ~1,600 MB) sneaks in.
-    assert added <= 400 * MB, f"the Dockerfile adds {added / MB:,.0f} MB on top of its base"
+    artifacts = sum(p.stat().st_size for p in (REPO_ROOT / "artifacts").rglob("*") if p.is_file())
+    FIGURES["of which the baked artifacts/"] = f"{artifacts / MB:,.0f} MB"
+    assert added <= 200 * MB, (
+        f"the Dockerfile adds {added / MB:,.0f} MB on top of its base (target <= 200 MB), of which "
+        f"artifacts/ is {artifacts / MB:,.0f} MB: see what deploy/docker/install-serve.sh strips"
+    )
+
+
+def test_image_bytecode_is_valid_on_the_read_only_root(serving_image: Image):
+    """No module of the venv is compiled again at start (each process would, on a read-only root).
+
+    Timestamp-checked .pyc files go stale when the build copies the venv into the runtime stage
+    (file times rounded to the second); install-serve.sh writes hash-checked ones.
+    """
+    res = P.run(
+        "run", "--rm", "--network", "none", "--read-only", serving_image.tag, "python", "-v", "-c",
+        "import flask, gevent, gunicorn.app.wsgiapp, numpy, onnxruntime, PIL.Image, serving.app",
+        timeout=120,
+    )  # fmt: skip
+    loaded = [line for line in res.stderr.splitlines() if line.startswith("# code object from")]
+    from_source = [line for line in loaded if line.strip("'").endswith(".py") and "/opt/venv/" in line]
+    assert len(loaded) > 100 and not from_source, from_source[:20]
 
 
 @dataclass
