@@ -124,14 +124,21 @@ def build(
     return time.monotonic() - t0
 
 
-def build_cached(containerfile: Path, tag: str, base: str, timeout: float = 600) -> None:
+def build_cached(
+    containerfile: Path, tag: str, base: str, context: Path | None = None, timeout: float = 600
+) -> None:
     """Build a stand-in image FROM ``base`` (build argument BASE_IMAGE) unless it is current.
 
-    Current: built from this Containerfile's text on this base (both recorded in a label), so
-    a stand-in is built once per machine and rebuilt when either changes.
+    Current: built from this Containerfile's text, the files of ``context`` when one is given
+    (what its COPYs read; else the Containerfile's folder, not hashed) and this base, all
+    recorded in a label, so a stand-in is built once per machine and rebuilt when any changes.
     """
     base_id = run("image", "inspect", "--format", "{{.Id}}", base).stdout.strip()
-    recipe = hashlib.sha256(containerfile.read_bytes()).hexdigest()[:16] + "-" + base_id[:16]
+    digest = hashlib.sha256(containerfile.read_bytes())
+    if context is not None:
+        for path in sorted(p for p in context.rglob("*") if p.is_file()):
+            digest.update(path.relative_to(context).as_posix().encode() + b"\0" + path.read_bytes())
+    recipe = digest.hexdigest()[:16] + "-" + base_id[:16]
     have = run("image", "inspect", "--format", '{{.Id}} {{ index .Labels "dlqr.recipe" }}', tag, check=False)
     old_id, _, old_recipe = have.stdout.strip().partition(" ")
     if have.returncode == 0 and old_recipe == recipe:
@@ -139,7 +146,7 @@ def build_cached(containerfile: Path, tag: str, base: str, timeout: float = 600)
     run(
         "build", "--format", "docker", "--network", "host", "--pull=never", "--layers=false",
         "--build-arg", f"BASE_IMAGE={base}", "--label", f"dlqr.recipe={recipe}",
-        "-f", str(containerfile), "-t", tag, str(containerfile.parent),
+        "-f", str(containerfile), "-t", tag, str(context or containerfile.parent),
         timeout=timeout,
     )  # fmt: skip
     if have.returncode == 0:  # the outdated stand-in, untagged now (kept if something uses it)
