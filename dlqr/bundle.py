@@ -106,7 +106,14 @@ def staging_dir(dest: Path) -> Path:
     """A fresh temporary directory next to ``dest`` (same filesystem, so rename is atomic)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    # mkdtemp makes it 0700, and the directory is renamed into place as the bundle itself: give
+    # it the mode any new directory gets (umask), or a server running as another user (the
+    # image's uid 10001, a mounted volume) could not read the bundle and would refuse it.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    return staging
 
 
 def read_json(path: Path) -> Any:

@@ -106,3 +106,20 @@ def test_read_json_names_the_file(tmp_path):
     (tmp_path / "z.json").write_text("{oops")
     with pytest.raises(B.BundleError, match="unreadable JSON in z.json"):
         B.read_json(tmp_path / "z.json")
+
+
+def test_a_sealed_bundle_directory_has_the_usual_mode_not_mkdtemps_0700(tmp_path):
+    # A bundle trained (or re-sealed by add-onnx) as one user is served as another: the image's
+    # uid 10001 copies artifacts/ with their modes, and a 0700 version directory was refused.
+    import os
+
+    old = os.umask(0o022)
+    try:
+        st, dest = _staging(tmp_path)
+        B.write_bundle(st, dest, {"model": "wine", "version": "1"})
+        assert dest.stat().st_mode & 0o777 == 0o755
+        st, dest = _staging(tmp_path)  # replacing a sealed bundle in place
+        B.write_bundle(st, dest, {"model": "wine", "version": "2"})
+        assert dest.stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(old)
