@@ -206,6 +206,12 @@ def cmd_train(args) -> int:
             f"{r['seconds']:>8.1f} {r['total_seconds']:>8.1f}  {q}"
         )
     print(f"total: {sum(r['total_seconds'] for r in rows):.1f} s")
+    phases = list(dict.fromkeys(k for r in rows for k in r.get("phase_seconds", {})))
+    if phases:
+        print("\nphase seconds  " + "  ".join(f"{k:>13}" for k in phases))
+        for r in rows:
+            ph = r.get("phase_seconds", {})
+            print(f"{r['model']:<13}  " + "  ".join(f"{ph.get(k, 0.0):>13.1f}" for k in phases))
     return 0
 
 

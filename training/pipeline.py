@@ -5,7 +5,9 @@ Kept separate from the CLI so tests can drive it with synthetic datasets.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,16 @@ from training import baselines, recipes
 from training import evaluate as E
 from training import export as X
 from training import train as T
+
+
+@contextlib.contextmanager
+def _phase(phases: dict[str, float], name: str):
+    """Add the wall time of the ``with`` body to ``phases[name]`` (printed, never written to the bundle)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
 
 
 def check_bars(
@@ -147,7 +159,13 @@ def write_report(
 
 
 def book_split_comparison(
-    name: str, cfg: dict, dataset, max_rows: int | None, run_dir: Path, verbose: int | None
+    name: str,
+    cfg: dict,
+    dataset,
+    max_rows: int | None,
+    run_dir: Path,
+    verbose: int | None,
+    phases: dict[str, float] | None = None,
 ) -> dict[str, Any] | None:
     """The same recipe trained and tested on the book's random row split, for comparison.
 
@@ -164,10 +182,17 @@ def book_split_comparison(
         or not recipes.get(name).row_split_comparison
     ):
         return None
-    pr = T.prepare(name, cfg, dataset, max_rows, strategy="rows")
-    fr = T.fit(pr, cfg, run_dir / "row_split", verbose)
-    m_rows, _ = evaluate_splits(pr, fr.model, cfg.get("operating_point"))
-    base = baselines.fit_baseline(pr, int(cfg["train"]["seed"]), cfg.get("operating_point"), splits=("test",))
+    phases = {} if phases is None else phases
+    with _phase(phases, "book_prepare"):
+        pr = T.prepare(name, cfg, dataset, max_rows, strategy="rows")
+    with _phase(phases, "book_fit"):
+        fr = T.fit(pr, cfg, run_dir / "row_split", verbose)
+    with _phase(phases, "book_evaluate"):
+        m_rows, _ = evaluate_splits(pr, fr.model, cfg.get("operating_point"))
+    with _phase(phases, "book_baseline"):
+        base = baselines.fit_baseline(
+            pr, int(cfg["train"]["seed"]), cfg.get("operating_point"), splits=("test",)
+        )
     out = {
         "test": m_rows["test"],
         "split": pr.split_info,
@@ -208,19 +233,25 @@ def run_model(
         if dest.exists():
             raise ValueError(f"{dest} already exists: versions are immutable, pick another --version")
     run_dir = runs_dir / name / version
-    p = T.prepare(name, cfg, dataset, max_rows)
-    fitres = T.fit(p, cfg, run_dir, verbose)
-    metrics, out = evaluate_splits(p, fitres.model, cfg.get("operating_point"))
+    phases: dict[str, float] = {}
+    with _phase(phases, "prepare"):
+        p = T.prepare(name, cfg, dataset, max_rows)
+    with _phase(phases, "fit"):
+        fitres = T.fit(p, cfg, run_dir, verbose)
+    with _phase(phases, "evaluate"):
+        metrics, out = evaluate_splits(p, fitres.model, cfg.get("operating_point"))
     seed = int(cfg["train"]["seed"])
-    metrics["baseline"] = baselines.fit_baseline(p, seed, cfg.get("operating_point"))
-    book = book_split_comparison(name, cfg, dataset, max_rows, run_dir, verbose)
+    with _phase(phases, "baseline"):
+        metrics["baseline"] = baselines.fit_baseline(p, seed, cfg.get("operating_point"))
+    book = book_split_comparison(name, cfg, dataset, max_rows, run_dir, verbose, phases)
     if book is not None:
         metrics["book_row_split"] = book
         if get_card(name).task.kind == "binary":
             p.preprocessing["threshold"] = metrics["operating_point"]  # restore the grouped model's threshold
     metrics["quality_bars"] = check_bars(name, metrics["test"], metrics["baseline"]["test"])
-    report = write_report(p, fitres, metrics, out, run_dir)
-    golden = X.golden_pairs(name, fitres.model, _golden_rows(p), p.preprocessing)
+    with _phase(phases, "report"):
+        report = write_report(p, fitres, metrics, out, run_dir)
+        golden = X.golden_pairs(name, fitres.model, _golden_rows(p), p.preprocessing)
     train_summary = {
         "epochs_run": len(fitres.epoch_times),
         "best_epoch": fitres.best_epoch + 1,
@@ -245,15 +276,23 @@ def run_model(
         "golden": golden,
     }
     test_split = {"split": p.split_info, "val_ids": p.ids["val"], "test_ids": p.ids["test"]}
-    dest = X.export_bundle(
-        dest,
-        name=name,
-        model=fitres.model,
-        preprocessing=p.preprocessing,
-        metrics=metrics,
-        test_split=test_split,
-        manifest=manifest,
-        report_files=report,
-        check_x=p.x["test"],  # ONNX Runtime must reproduce Keras on every test row, not just the goldens
-    )
-    return {"model": name, "bundle": str(dest), "version": version, "metrics": metrics, **train_summary}
+    with _phase(phases, "export"):
+        dest = X.export_bundle(
+            dest,
+            name=name,
+            model=fitres.model,
+            preprocessing=p.preprocessing,
+            metrics=metrics,
+            test_split=test_split,
+            manifest=manifest,
+            report_files=report,
+            check_x=p.x["test"],  # ONNX Runtime must reproduce Keras on every test row, not just the goldens
+        )
+    return {
+        "model": name,
+        "bundle": str(dest),
+        "version": version,
+        "metrics": metrics,
+        "phase_seconds": phases,
+        **train_summary,
+    }
