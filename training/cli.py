@@ -198,7 +198,7 @@ def cmd_train(args) -> int:
     for r in rows:
         bars = r["metrics"]["quality_bars"]
         q = ", ".join(
-            f"{k} {v['value']:.4f} {v['op']} {v['bar']}" + ("" if v["passed"] else " FAIL")
+            f"{k} {v['value']:.4f} {v['op']} {v['bar']:.4g}" + ("" if v["passed"] else " FAIL")
             for k, v in bars.items()
         )
         print(
