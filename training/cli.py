@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--version", help="bundle version, also its directory name (default: UTC timestamp YYYY.MM.DD.HHMMSS)"
     )
+    tr.add_argument(
+        "--baseline-workers",
+        type=int,
+        default=default_baseline_workers(),
+        help="processes that fit the scikit-learn baselines while the networks train (same figures; "
+        "0: fit them inline, one after the other; default: CPU cores - 1, at least 1, at most 4: %(default)s)",
+    )
     tr.add_argument("-q", "--quiet", action="store_true", help="no per-epoch output")
     _add_verbose(tr)
 
@@ -119,6 +126,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_verbose(ao)
     return ap
+
+
+def default_baseline_workers() -> int:
+    """Baseline processes beside the training process: one per spare core, 1 to 4."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores - 1))
+
+
+def _baseline_pool(workers: int):
+    """A process pool for the baselines (spawned, not forked: the parent runs TensorFlow), or None."""
+    if workers <= 0:
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _models(arg: str) -> list[str]:
@@ -174,26 +199,34 @@ def cmd_train(args) -> int:
     device.require_gpu_if_asked()  # DLQR_REQUIRE_GPU=1: stop before any data is loaded
     print(f"== device: {device.device_description()}", flush=True)
     rows = []
-    for name in models:
-        t0 = time.perf_counter()
-        print(f"== {name}: loading data", flush=True)
-        ds = T.load_dataset(name, args.data_dir, args.cache_dir)
-        summary = P.run_model(
-            name,
-            cfgs[name],
-            ds,
-            args.out,
-            args.runs_dir,
-            max_rows=args.max_rows,
-            version=args.version,
-            verbose=0 if args.quiet else None,
-            versioned=True,
-        )
-        summary["total_seconds"] = time.perf_counter() - t0
-        rows.append(summary)
-        bars = summary["metrics"]["quality_bars"]
-        status = "PASS" if all(b["passed"] for b in bars.values()) else "BELOW BAR"
-        print(f"== {name}: {_fmt(name, summary['metrics'])} [{status}] -> {summary['bundle']}", flush=True)
+    pool = _baseline_pool(args.baseline_workers)
+    try:
+        for name in models:
+            t0 = time.perf_counter()
+            print(f"== {name}: loading data", flush=True)
+            ds = T.load_dataset(name, args.data_dir, args.cache_dir)
+            summary = P.run_model(
+                name,
+                cfgs[name],
+                ds,
+                args.out,
+                args.runs_dir,
+                max_rows=args.max_rows,
+                version=args.version,
+                verbose=0 if args.quiet else None,
+                versioned=True,
+                pool=pool,
+            )
+            summary["total_seconds"] = time.perf_counter() - t0
+            rows.append(summary)
+            bars = summary["metrics"]["quality_bars"]
+            status = "PASS" if all(b["passed"] for b in bars.values()) else "BELOW BAR"
+            print(
+                f"== {name}: {_fmt(name, summary['metrics'])} [{status}] -> {summary['bundle']}", flush=True
+            )
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     print("\nmodel    epochs  best  s/epoch  train s  total s  quality")
     for r in rows:
         bars = r["metrics"]["quality_bars"]

@@ -6,8 +6,12 @@ Kept separate from the CLI so tests can drive it with synthetic datasets.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import datetime as dt
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +170,7 @@ def book_split_comparison(
     run_dir: Path,
     verbose: int | None,
     phases: dict[str, float] | None = None,
+    pool: Executor | None = None,
 ) -> dict[str, Any] | None:
     """The same recipe trained and tested on the book's random row split, for comparison.
 
@@ -185,14 +190,15 @@ def book_split_comparison(
     phases = {} if phases is None else phases
     with _phase(phases, "book_prepare"):
         pr = T.prepare(name, cfg, dataset, max_rows, strategy="rows")
+        base_result = start_baseline(
+            pool, pr, int(cfg["train"]["seed"]), cfg.get("operating_point"), splits=("test",)
+        )
     with _phase(phases, "book_fit"):
         fr = T.fit(pr, cfg, run_dir / "row_split", verbose)
     with _phase(phases, "book_evaluate"):
         m_rows, _ = evaluate_splits(pr, fr.model, cfg.get("operating_point"))
     with _phase(phases, "book_baseline"):
-        base = baselines.fit_baseline(
-            pr, int(cfg["train"]["seed"]), cfg.get("operating_point"), splits=("test",)
-        )
+        base = base_result()
     out = {
         "test": m_rows["test"],
         "split": pr.split_info,
@@ -203,6 +209,26 @@ def book_split_comparison(
         if key in m_rows:
             out[key] = m_rows[key]
     return out
+
+
+def start_baseline(
+    pool: Executor | None, p: T.Prepared, seed: int, op_cfg: dict | None, splits=("val", "test")
+) -> Callable[[], dict[str, Any]]:
+    """Start the baseline fit on ``p``; returns a function that waits for its figures.
+
+    With ``pool`` (the CLI's process pool) the fit runs in another process while
+    the network trains: the baseline is seeded and single-threaded, and sees a copy
+    of the same arrays, so its figures are the ones an inline fit gives (only
+    ``fit_seconds`` depends on the load). Without a pool it runs inline when waited
+    for, as before.
+    """
+    if pool is None:
+        return lambda: baselines.fit_baseline(p, seed, op_cfg, splits)
+    # Only what the baseline reads, copied now (evaluation later sets p's threshold).
+    slim = dataclasses.replace(
+        p, raw={}, ids={}, preprocessing=copy.deepcopy(p.preprocessing), data_info={}, extra={}
+    )
+    return pool.submit(baselines.fit_baseline, slim, seed, op_cfg, splits).result
 
 
 def run_model(
@@ -216,6 +242,7 @@ def run_model(
     version: str | None = None,
     verbose: int | None = None,
     versioned: bool = False,
+    pool: Executor | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and export one model; returns a summary for the timing table.
 
@@ -223,6 +250,8 @@ def run_model(
     train`` does) to a new version directory ``out_dir/<name>/<version>`` of the model
     repository (:mod:`dlqr.repository`), renamed into place once complete; a flat bundle
     already at ``out_dir/<name>`` is first moved to its own version directory.
+    With ``pool`` (a process pool), the scikit-learn baselines fit in it while the
+    networks train (:func:`start_baseline`); the figures are the same either way.
     """
     started = dt.datetime.now(dt.UTC)
     version = repository.check_version_name(version or X.new_version(started))
@@ -234,16 +263,17 @@ def run_model(
             raise ValueError(f"{dest} already exists: versions are immutable, pick another --version")
     run_dir = runs_dir / name / version
     phases: dict[str, float] = {}
+    seed = int(cfg["train"]["seed"])
     with _phase(phases, "prepare"):
         p = T.prepare(name, cfg, dataset, max_rows)
+        baseline_result = start_baseline(pool, p, seed, cfg.get("operating_point"))
     with _phase(phases, "fit"):
         fitres = T.fit(p, cfg, run_dir, verbose)
     with _phase(phases, "evaluate"):
         metrics, out = evaluate_splits(p, fitres.model, cfg.get("operating_point"))
-    seed = int(cfg["train"]["seed"])
     with _phase(phases, "baseline"):
-        metrics["baseline"] = baselines.fit_baseline(p, seed, cfg.get("operating_point"))
-    book = book_split_comparison(name, cfg, dataset, max_rows, run_dir, verbose, phases)
+        metrics["baseline"] = baseline_result()
+    book = book_split_comparison(name, cfg, dataset, max_rows, run_dir, verbose, phases, pool)
     if book is not None:
         metrics["book_row_split"] = book
         if get_card(name).task.kind == "binary":

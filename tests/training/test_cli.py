@@ -96,6 +96,7 @@ def test_train_then_evaluate_subprocess(tmp_path, real_data_dir, repo_root):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "model    epochs" in r.stdout and "wine" in r.stdout
+    assert "phase seconds" in r.stdout and "book_fit" in r.stdout  # where the time went
     assert "== device: " in r.stdout  # the device it trained on
     # TensorFlow's start-up chatter is silenced by default (shown with -v).
     for chatter in ("NodeDef mentions attribute", "absl::InitializeLog", "oneDNN custom operations"):
