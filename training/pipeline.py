@@ -162,6 +162,33 @@ def write_report(
     return {k: v for k, v in files.items() if v.exists()}
 
 
+def compares_row_split(name: str, cfg: dict) -> bool:
+    """Whether a run of ``cfg`` also trains on the book's random row split (see below)."""
+    sp = cfg["split"]
+    return bool(
+        sp.get("compare_row_split")
+        and sp.get("strategy") != "rows"
+        and recipes.get(name).row_split_comparison
+    )
+
+
+def start_baselines(
+    pool: Executor, name: str, cfg: dict, dataset, max_rows: int | None = None
+) -> dict[str, Callable[[], dict[str, Any]]]:
+    """Start every baseline fit of a run of ``cfg`` in ``pool`` now; pass the result to :func:`run_model`.
+
+    ``{"main": ..., "book": ...}`` (``book`` only with the row-split comparison): the
+    same seeded splits :func:`run_model` prepares, so the same figures, but the fits
+    can start before the model's turn comes (``train all`` starts all of them first).
+    """
+    seed, op_cfg = int(cfg["train"]["seed"]), cfg.get("operating_point")
+    out = {"main": start_baseline(pool, T.prepare(name, cfg, dataset, max_rows), seed, op_cfg)}
+    if compares_row_split(name, cfg):
+        pr = T.prepare(name, cfg, dataset, max_rows, strategy="rows")
+        out["book"] = start_baseline(pool, pr, seed, op_cfg, splits=("test",))
+    return out
+
+
 def book_split_comparison(
     name: str,
     cfg: dict,
@@ -171,6 +198,7 @@ def book_split_comparison(
     verbose: int | None,
     phases: dict[str, float] | None = None,
     pool: Executor | None = None,
+    baseline: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """The same recipe trained and tested on the book's random row split, for comparison.
 
@@ -179,18 +207,14 @@ def book_split_comparison(
     ``metrics.json["book_row_split"]`` so the README can show the difference.
     None unless the recipe supports it (``row_split_comparison``), its config asks for it
     (``[split] compare_row_split``) and its own split is not already the row split.
+    ``baseline`` waits for a baseline already started on this split (:func:`start_baselines`).
     """
-    sp = cfg["split"]
-    if (
-        not sp.get("compare_row_split")
-        or sp.get("strategy") == "rows"
-        or not recipes.get(name).row_split_comparison
-    ):
+    if not compares_row_split(name, cfg):
         return None
     phases = {} if phases is None else phases
     with _phase(phases, "book_prepare"):
         pr = T.prepare(name, cfg, dataset, max_rows, strategy="rows")
-        base_result = start_baseline(
+        base_result = baseline or start_baseline(
             pool, pr, int(cfg["train"]["seed"]), cfg.get("operating_point"), splits=("test",)
         )
     with _phase(phases, "book_fit"):
@@ -243,6 +267,7 @@ def run_model(
     verbose: int | None = None,
     versioned: bool = False,
     pool: Executor | None = None,
+    started: dict[str, Callable[[], dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and export one model; returns a summary for the timing table.
 
@@ -252,7 +277,9 @@ def run_model(
     already at ``out_dir/<name>`` is first moved to its own version directory.
     With ``pool`` (a process pool), the scikit-learn baselines fit in it while the
     networks train (:func:`start_baseline`); the figures are the same either way.
+    ``started`` holds baselines already started for this run (:func:`start_baselines`).
     """
+    started = started or {}
     started = dt.datetime.now(dt.UTC)
     version = repository.check_version_name(version or X.new_version(started))
     dest = out_dir / name
@@ -266,14 +293,16 @@ def run_model(
     seed = int(cfg["train"]["seed"])
     with _phase(phases, "prepare"):
         p = T.prepare(name, cfg, dataset, max_rows)
-        baseline_result = start_baseline(pool, p, seed, cfg.get("operating_point"))
+        baseline_result = started.get("main") or start_baseline(pool, p, seed, cfg.get("operating_point"))
     with _phase(phases, "fit"):
         fitres = T.fit(p, cfg, run_dir, verbose)
     with _phase(phases, "evaluate"):
         metrics, out = evaluate_splits(p, fitres.model, cfg.get("operating_point"))
     with _phase(phases, "baseline"):
         metrics["baseline"] = baseline_result()
-    book = book_split_comparison(name, cfg, dataset, max_rows, run_dir, verbose, phases, pool)
+    book = book_split_comparison(
+        name, cfg, dataset, max_rows, run_dir, verbose, phases, pool, started.get("book")
+    )
     if book is not None:
         metrics["book_row_split"] = book
         if get_card(name).task.kind == "binary":
