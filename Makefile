@@ -62,6 +62,8 @@ train: $(STAMP) ## train all three models on the real data; each bundle is a new
 	$(PY) -m training train all $(DATA_ARG)
 
 serve: $(SERVE_STAMP) ## serve the committed bundles with Gunicorn on port 8000 (Ctrl-C stops)
+	@# bytecode up to date even where PYTHONDONTWRITEBYTECODE is set: every worker start reads it
+	$(PY) -m compileall -q dlqr serving
 	exec $(VENV)/bin/gunicorn --config serving/gunicorn.conf.py serving.wsgi:app
 
 test: $(STAMP) ## run the whole test suite (what CI runs)

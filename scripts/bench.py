@@ -334,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"bench: no bundle at {args.artifacts / name} (train first, or set DLQR_ARTIFACTS_DIR)")
 
     hey = ensure_hey()
+    # as `make serve` does: workers read up-to-date bytecode even under PYTHONDONTWRITEBYTECODE
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "dlqr", "serving"], cwd=ROOT, check=True)
     work = Path(tempfile.mkdtemp(prefix="dlqr-bench-"))
     files = bodies(args.artifacts, work)
     results: dict = {

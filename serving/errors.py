@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from flask import Flask, Response, current_app, request
@@ -82,8 +83,21 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "that long for a worker, 504 when the work itself took that long (also after a worker timeout).",
     ),
     # --- end issue 8 ---
-    "http-error": ("HTTP error", "Another HTTP-level error."),
+    "http-error": ("HTTP error", "Another HTTP-level error (4xx/5xx)."),
 }
+
+
+def problem_statuses() -> dict[int, list[str]]:
+    """HTTP status -> the problem slugs answered with it, read from the table's texts.
+
+    Every explanation states its status codes in parentheses (e.g. "(503)"); a test keeps that
+    true, so the OpenAPI document lists every status the server can answer without a second list.
+    """
+    out: dict[int, list[str]] = {}
+    for slug, (_, text) in PROBLEM_TYPES.items():
+        for code in re.findall(r"\b([45]\d\d)\b", text):
+            out.setdefault(int(code), []).append(slug)
+    return dict(sorted(out.items()))
 
 
 def problem_type(slug: str) -> str:

@@ -14,6 +14,8 @@ factory loads them synchronously): a replaced worker (crash, ``max_requests``,
 HUP) takes no request it could not answer.
 """
 
+import gc
+import importlib
 import os
 import shutil
 import sys
@@ -49,6 +51,17 @@ if not os.environ.get("DLQR_PROMETHEUS_PREPARED"):
         for _stale in _prom_dir.glob("*.db"):  # counters of a previous run would be added to ours
             _stale.unlink()
     os.environ["DLQR_PROMETHEUS_PREPARED"] = "1"
+
+# Third-party libraries every worker needs, imported once here and inherited by fork: a worker
+# (first start, crash replacement, max_requests, HUP) then imports only this package and loads
+# its models. Not this package's own modules, so that HUP keeps loading new code. None of these
+# starts a thread or opens a file or socket at import (BLAS is held to one thread above); models,
+# ONNX Runtime sessions and metrics are still created after fork only.
+for _module in ("numpy", "onnxruntime", "pydantic", "flask", "prometheus_client"):
+    importlib.import_module(_module)
+# ... and kept out of the cyclic collector's sight (what the gc docs advise before fork): the
+# worker's own collection after loading its models then walks only what the worker created.
+gc.freeze()
 
 bind = [_settings.bind]
 workers = _settings.workers

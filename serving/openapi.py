@@ -15,7 +15,7 @@ from typing import Any
 from flask import Flask, Response, render_template
 from pydantic import TypeAdapter
 
-from serving.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, problem_type
+from serving.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, problem_statuses, problem_type
 from serving.schemas import ModelSchemas, Problem
 
 REF = "#/components/schemas/{model}"
@@ -43,14 +43,13 @@ def build_openapi(schemas: dict[str, ModelSchemas], version: str) -> dict[str, A
     keyed, defs = TypeAdapter.json_schemas(inputs, ref_template=REF)
     components = dict(defs.get("$defs", {}))
     paths: dict[str, Any] = {}
+    # Every status a problem type can answer with (serving/errors.py's table), so the document
+    # lists the hardening answers (408, 503 overloaded, 504, ...) as well as the API's own.
     common_errors = {
-        "400": _problem_response("Malformed JSON or empty body"),
-        "404": _problem_response("Unknown model"),
-        "413": _problem_response("Body larger than DLQR_MAX_BODY_BYTES or batch larger than DLQR_MAX_BATCH"),
-        "415": _problem_response("Unsupported Content-Type"),
-        "422": _problem_response("Schema or value error (per-field errors in `errors`)"),
-        "503": _problem_response("Model not ready (loading, or failed verification/self-test)"),
-        "500": _problem_response("Unexpected error (body carries only the request id)"),
+        str(status): _problem_response(
+            "; ".join(f"{PROBLEM_TYPES[slug][0]} (`{problem_type(slug)}`)" for slug in slugs)
+        )
+        for status, slugs in problem_statuses().items()
     }
     for name, ms in schemas.items():
         card = ms.card
@@ -172,34 +171,50 @@ def _pretty(obj: Any) -> str:
 
 
 def init_app(app: Flask, schemas: dict[str, ModelSchemas], version: str) -> dict[str, Any]:
-    """Routes /openapi.json and /docs (both rendered once, at app creation)."""
+    """Routes /openapi.json (built at app creation) and /docs (rendered on its first request).
+
+    Compiling and rendering the docs template costs about 80 ms, on every worker start (and
+    restart) if done here; the page is asked for rarely, so the first ``/docs`` pays it once.
+    """
     spec = build_openapi(schemas, version)
     if "dlqr_v2" in app.extensions:  # the Open Inference Protocol routes (serving/v2.py)
         from serving.v2 import openapi_paths
 
         spec["paths"].update(openapi_paths(app.extensions["dlqr_v2"]))
     spec_json = json.dumps(spec, separators=(",", ":"))
-    with app.app_context():
-        page = render_template(
-            "docs.html",
-            spec=spec,
-            pretty=_pretty,
-            problems=[
-                (slug, problem_type(slug), title, text) for slug, (title, text) in PROBLEM_TYPES.items()
-            ],
-            models=list(schemas),
-            examples={name: json.dumps(dict(ms.card.example)) for name, ms in schemas.items()},
-            # the drawing pad goes to the first model that takes a PNG body and has a 2-D input
-            pad_model=next(
-                (n for n, ms in schemas.items() if "image/png" in ms.card.media and ms.card.input_shape), None
-            ),
-        )
+    rendered: list[str] = []
+
+    def page() -> str:
+        if not rendered:  # two concurrent first requests may both render: same page, no harm
+            rendered.append(
+                render_template(
+                    "docs.html",
+                    spec=spec,
+                    pretty=_pretty,
+                    problems=[
+                        (slug, problem_type(slug), title, text)
+                        for slug, (title, text) in PROBLEM_TYPES.items()
+                    ],
+                    models=list(schemas),
+                    examples={name: json.dumps(dict(ms.card.example)) for name, ms in schemas.items()},
+                    # the drawing pad goes to the first model that takes a PNG body and has a 2-D input
+                    pad_model=next(
+                        (
+                            n
+                            for n, ms in schemas.items()
+                            if "image/png" in ms.card.media and ms.card.input_shape
+                        ),
+                        None,
+                    ),
+                )
+            )
+        return rendered[0]
 
     def openapi_json() -> Response:
         return Response(spec_json, content_type="application/json")
 
     def docs() -> Response:
-        resp = Response(page, content_type="text/html; charset=utf-8")
+        resp = Response(page(), content_type="text/html; charset=utf-8")
         resp.headers["Content-Security-Policy"] = DOCS_CSP
         return resp
 

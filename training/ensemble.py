@@ -16,7 +16,9 @@ layers:
 For wine (linear output) that is exactly the mean prediction; for seizure and
 digit it is the mean logit (a geometric-mean ensemble), passed through the
 sigmoid / softmax. The folded model holds only Dense layers, so it saves to
-``.h5``, runs on serving's NumPy fast path and exports to ONNX unchanged.
+``.h5`` as a plain Dense stack. ``model.onnx`` is exported from :func:`unfold`:
+the same weights with the members side by side again, so ONNX Runtime does not
+multiply the block-diagonal kernels' zero blocks.
 """
 
 from __future__ import annotations
@@ -148,3 +150,54 @@ def fold(name: str, model_cfg: dict[str, Any], trained) -> Any:
     for layer, w in zip(dense, weights, strict=True):
         layer.set_weights(w)
     return folded
+
+
+def _block(kernel: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """``kernel[rows, cols]``, after proving the rest of those columns is exactly zero."""
+    rest = np.delete(kernel[:, cols], np.arange(kernel.shape[0])[rows], axis=0)
+    if np.count_nonzero(rest):
+        raise ValueError("not a folded ensemble: a hidden kernel is not block-diagonal")
+    return np.ascontiguousarray(kernel[rows, cols])
+
+
+def unfold(name: str, model_cfg: dict[str, Any], folded) -> Any:
+    """The folded model's members side by side again: the graph ONNX Runtime serves.
+
+    :func:`fold` keeps the ``.h5`` a plain Dense stack, but its block-diagonal kernels make a
+    dense matrix product multiply ``k - 1`` zero blocks for every block it needs (digit's three
+    members: 2.7M multiply-adds per row instead of 1.7M). This returns a functional model with
+    one Dense chain per member, the output layer split into per-member partial sums (the first
+    carries the averaged bias), an ``Add`` and the task's activation: the same function, with the
+    same weights, without the zeros. ``k = 1`` returns ``folded`` itself.
+    """
+    import keras
+
+    k = n_members(model_cfg)
+    if k == 1:
+        return folded
+    card = get_card(name)
+    hidden = [int(u) for u in model_cfg["hidden"]]
+    dense = [layer for layer in folded.layers if isinstance(layer, keras.layers.Dense)]
+    if len(dense) != len(hidden) + 1:
+        raise ValueError(f"not a folded ensemble: {len(dense)} Dense layers for hidden {hidden}")
+    inp = keras.Input(shape=(card.input_dim,), name="features")
+    partials, weights = [], []
+    for m in range(k):
+        h = inp
+        for i, units in enumerate(hidden):
+            kernel, bias = (np.asarray(w, np.float32) for w in dense[i].get_weights())
+            rows = slice(None) if i == 0 else slice(m * hidden[i - 1], (m + 1) * hidden[i - 1])
+            cols = slice(m * units, (m + 1) * units)
+            layer = keras.layers.Dense(units, activation=model_cfg["activation"], name=f"m{m}_hidden_{i}")
+            h = layer(h)
+            weights.append((layer, [_block(kernel, rows, cols), np.ascontiguousarray(bias[cols])]))
+        out_kernel, out_bias = (np.asarray(w, np.float32) for w in dense[-1].get_weights())
+        layer = keras.layers.Dense(card.output_dim, use_bias=m == 0, name=f"m{m}_output")
+        partials.append(layer(h))
+        rows = slice(m * hidden[-1], (m + 1) * hidden[-1])
+        weights.append((layer, [np.ascontiguousarray(out_kernel[rows])] + ([out_bias] if m == 0 else [])))
+    out = keras.layers.Activation(card.task.output_activation, name="output")(keras.layers.Add()(partials))
+    model = keras.Model(inp, out, name=f"{name}_members")
+    for layer, w in weights:
+        layer.set_weights(w)
+    return model

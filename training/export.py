@@ -120,9 +120,12 @@ def onnx_unavailable() -> str | None:
     return None
 
 
-def export_onnx(model, path: Path, check_x: np.ndarray) -> dict[str, Any]:
+def export_onnx(model, path: Path, check_x: np.ndarray, graph=None) -> dict[str, Any]:
     """Write ``model`` as ONNX to ``path`` and prove ONNX Runtime reproduces it on ``check_x``.
 
+    ``graph`` (default ``model``) is the Keras model actually exported: the same function in
+    another layout (a folded ensemble's members side by side, :func:`training.ensemble.unfold`).
+    ONNX Runtime is always checked against ``model``, the one written to ``model.h5``.
     Raises :class:`OnnxExportError` (and removes ``path``) when export is impossible or the
     two disagree by more than :data:`ONNX_TOLERANCE` anywhere.
     """
@@ -134,12 +137,13 @@ def export_onnx(model, path: Path, check_x: np.ndarray) -> dict[str, Any]:
     import onnxruntime as ort
 
     check_x = np.asarray(check_x, dtype=np.float32)
-    model(check_x[:1])  # a freshly loaded model must have been called once before it can be exported
+    graph = model if graph is None else graph
+    graph(check_x[:1])  # a freshly loaded model must have been called once before it can be exported
     # tf2onnx logs every conversion step at INFO through absl/tf2onnx loggers: keep the output clean.
     for name in ("tf2onnx", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        model.export(str(path), format="onnx", verbose=False)
+        graph.export(str(path), format="onnx", verbose=False)
     except Exception as exc:
         path.unlink(missing_ok=True)
         raise OnnxExportError(f"Keras ONNX export failed: {type(exc).__name__}: {exc}") from exc
@@ -179,6 +183,7 @@ def export_onnx(model, path: Path, check_x: np.ndarray) -> dict[str, Any]:
         "max_abs_diff_vs_keras": worst,
         "tolerance": ONNX_TOLERANCE,
         "onnxruntime": ort.__version__,
+        "graph": "members side by side" if graph is not model else "as model.h5",
     }
 
 
@@ -240,7 +245,9 @@ def export_bundle(
         rows = golden_x if check_x is None else np.concatenate([golden_x, np.asarray(check_x, np.float32)])
         reason = onnx_unavailable()
         if reason is None:
-            manifest["onnx"] = export_onnx(model, staging / B.ONNX_FILE, rows)
+            manifest["onnx"] = export_onnx(
+                model, staging / B.ONNX_FILE, rows, _serving_graph(name, manifest, model)
+            )
         else:
             warnings.warn(
                 f"{name}: bundle sealed WITHOUT model.onnx ({reason}); serving needs it. Add it on a machine "
@@ -259,6 +266,14 @@ def export_bundle(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # an interrupted export leaves nothing bundle-like
         raise
+
+
+def _serving_graph(name: str, manifest: dict[str, Any], model):
+    """What ``model.onnx`` is exported from: ``model`` itself, or a folded ensemble unfolded."""
+    from training.ensemble import unfold
+
+    cfg = (manifest.get("hyperparameters") or {}).get("model") or {}
+    return unfold(name, cfg, model) if int(cfg.get("members", 1)) > 1 else model
 
 
 def _golden_row(name: str, pair: dict[str, Any], prep: dict) -> np.ndarray:
@@ -294,7 +309,7 @@ def add_onnx(bundle_dir: Path, check_x: np.ndarray | None = None) -> dict[str, A
         shutil.copytree(bundle_dir, staging)
         (staging / B.MANIFEST).unlink()
         (staging / B.ONNX_FILE).unlink(missing_ok=True)
-        info = export_onnx(model, staging / B.ONNX_FILE, rows)
+        info = export_onnx(model, staging / B.ONNX_FILE, rows, _serving_graph(b.name, b.manifest, model))
         sealed = json.loads((bundle_dir / B.MANIFEST).read_text(encoding="utf-8"))
         manifest = {k: v for k, v in sealed.items() if k not in ("files", "bundle_format")}
         manifest["onnx"] = {**info, "added": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}

@@ -504,3 +504,23 @@ def test_docs_page_is_self_contained(client):
     assert "/predict/digit" in html and 'id="problem-validation-error"' in html
     assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', html), "docs must not load anything external"
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+
+
+def test_openapi_lists_every_status_the_server_answers(client):
+    """408, 413 (pixels), 414, 431, 503 (overload, drain), 504 come from the guard and the
+    worker, not from the views: the document lists them too, each linked to its /docs anchor."""
+    from serving.errors import PROBLEM_TYPES, problem_statuses
+
+    statuses = problem_statuses()
+    assert {400, 404, 405, 408, 413, 414, 415, 422, 431, 500, 503, 504} <= set(statuses)
+    for slug in PROBLEM_TYPES:  # each text states its status (the table's contract)
+        assert slug == "http-error" or any(slug in slugs for slugs in statuses.values()), slug
+    spec = client.get("/openapi.json").get_json()
+    html = client.get("/docs").get_data(as_text=True)
+    for name in MODEL_NAMES:
+        responses = spec["paths"][f"/predict/{name}"]["post"]["responses"]
+        assert {str(s) for s in statuses} <= set(responses), name
+        for status, slugs in statuses.items():
+            for slug in slugs:
+                assert f"/docs#problem-{slug}" in responses[str(status)]["description"]
+                assert f'id="problem-{slug}"' in html

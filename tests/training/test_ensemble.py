@@ -47,3 +47,42 @@ def test_tile_targets_shapes():
     assert EN.tile_targets("digit", np.eye(10)[:4], 2).shape == (4, 2, 10)
     with pytest.raises(ValueError, match="members"):
         EN.n_members({"members": 0})
+
+
+@pytest.mark.parametrize("name", ["wine", "digit"])
+def test_unfold_serves_the_same_function_without_the_zero_blocks(name, tmp_path):
+    import keras
+    import onnx
+
+    from serving.registry import OnnxForward, ort_session
+    from training.export import _serving_graph, export_onnx
+
+    folded = EN.fold(name, CFG, EN.build_training_model(name, CFG, seed=3))
+    x = np.random.default_rng(1).normal(size=(64, get_card(name).input_dim)).astype(np.float32)
+    unfolded = EN.unfold(name, CFG, folded)
+    np.testing.assert_allclose(unfolded(x), folded(x), rtol=1e-5, atol=1e-6)
+    dense = [layer for layer in unfolded.layers if isinstance(layer, keras.layers.Dense)]
+    assert len(dense) == 3 * (len(CFG["hidden"]) + 1)  # one chain per member, no k*h-wide layer
+    assert max(int(np.prod(layer.kernel.shape)) for layer in dense) == get_card(name).input_dim * 16
+    graph = _serving_graph(name, {"hyperparameters": {"model": CFG}}, folded)
+    path = tmp_path / "m.onnx"
+    info = export_onnx(folded, path, x, graph)  # checked against the folded (.h5) model
+    assert info["graph"] == "members side by side"
+    assert sum(n.op_type in ("MatMul", "Gemm") for n in onnx.load(str(path)).graph.node) == len(dense)
+    np.testing.assert_allclose(
+        OnnxForward(ort_session(path.read_bytes()))(x), folded(x), rtol=1e-5, atol=1e-6
+    )
+    # a single network is exported as it is
+    assert _serving_graph(name, {"hyperparameters": {"model": {**CFG, "members": 1}}}, folded) is folded
+
+
+def test_unfold_refuses_a_model_that_is_not_a_fold():
+    import keras
+
+    folded = EN.fold("wine", CFG, EN.build_training_model("wine", CFG, seed=3))
+    dense = [layer for layer in folded.layers if isinstance(layer, keras.layers.Dense)]
+    kernel, bias = dense[1].get_weights()
+    kernel[0, -1] = 0.5  # member 0's unit feeds member 2: not block-diagonal
+    dense[1].set_weights([kernel, bias])
+    with pytest.raises(ValueError, match="block-diagonal"):
+        EN.unfold("wine", CFG, folded)

@@ -190,7 +190,7 @@ def test_add_onnx_that_fails_leaves_the_old_bundle_untouched(tmp_path, monkeypat
     dest = sealed_without_onnx(tmp_path / "artifacts" / "wine", "wine", monkeypatch)
     manifest_before = (dest / "manifest.json").read_bytes()
 
-    def failing(model, path, check_x):
+    def failing(model, path, check_x, graph=None):
         path.write_bytes(b"half")
         raise X.OnnxExportError("ONNX Runtime differs from Keras on row 3")
 
