@@ -228,7 +228,7 @@ def cmd_train(args) -> int:
                 verbose=0 if args.quiet else None,
                 versioned=True,
                 pool=pool,
-                started=started.get(name),
+                early_baselines=started.get(name),
             )
             summary["total_seconds"] = time.perf_counter() - t0 + t_start.get(name, 0.0)
             summary["phase_seconds"] = {"load": load_seconds, **summary["phase_seconds"]}

@@ -267,7 +267,7 @@ def run_model(
     verbose: int | None = None,
     versioned: bool = False,
     pool: Executor | None = None,
-    started: dict[str, Callable[[], dict[str, Any]]] | None = None,
+    early_baselines: dict[str, Callable[[], dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and export one model; returns a summary for the timing table.
 
@@ -277,9 +277,9 @@ def run_model(
     already at ``out_dir/<name>`` is first moved to its own version directory.
     With ``pool`` (a process pool), the scikit-learn baselines fit in it while the
     networks train (:func:`start_baseline`); the figures are the same either way.
-    ``started`` holds baselines already started for this run (:func:`start_baselines`).
+    ``early_baselines`` holds baselines already started for this run (:func:`start_baselines`).
     """
-    started = started or {}
+    early = early_baselines or {}
     started = dt.datetime.now(dt.UTC)
     version = repository.check_version_name(version or X.new_version(started))
     dest = out_dir / name
@@ -293,7 +293,7 @@ def run_model(
     seed = int(cfg["train"]["seed"])
     with _phase(phases, "prepare"):
         p = T.prepare(name, cfg, dataset, max_rows)
-        baseline_result = started.get("main") or start_baseline(pool, p, seed, cfg.get("operating_point"))
+        baseline_result = early.get("main") or start_baseline(pool, p, seed, cfg.get("operating_point"))
     with _phase(phases, "fit"):
         fitres = T.fit(p, cfg, run_dir, verbose)
     with _phase(phases, "evaluate"):
@@ -301,7 +301,7 @@ def run_model(
     with _phase(phases, "baseline"):
         metrics["baseline"] = baseline_result()
     book = book_split_comparison(
-        name, cfg, dataset, max_rows, run_dir, verbose, phases, pool, started.get("book")
+        name, cfg, dataset, max_rows, run_dir, verbose, phases, pool, early.get("book")
     )
     if book is not None:
         metrics["book_row_split"] = book

@@ -190,7 +190,7 @@ def test_baselines_started_early_in_a_pool_give_the_inline_figures(tmp_path):
             tmp_path / "runs",
             verbose=0,
             pool=pool,
-            started=started,
+            early_baselines=started,
         )
 
     def figures(m):
