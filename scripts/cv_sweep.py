@@ -4,7 +4,7 @@ Usage (from the repository root; one JSON line per candidate on stdout)::
 
     python scripts/cv_sweep.py wine hgb hgb_tuned single128 ens5_128 ens5_bs64
     python scripts/cv_sweep.py seizure hgb_raw hgb_fft raw_book fft_book fft_ens5 fft_ens5_drop
-    python scripts/cv_sweep.py digit cos20 cos20_indrop aug2_cos20 ens3_cos20
+    python scripts/cv_sweep.py digit cos20 cos20_indrop aug2_cos20 ens3_cos20 ens3_cos14 ens3_cos12
 
 * wine: the default grouped split (identical inputs on one side, 70/15/15, seed
   42); its train+val rows are cut into 5 folds of whole input groups (seed 0).
@@ -246,11 +246,13 @@ def seizure(candidates):
 # ---------------------------------------------------------------- digit
 
 DB = {"hidden": [512, 256, 128], "activation": "relu", "dropout": 0.5, "l2": 0.0}
-DIGIT = {
-    "cos20": (DB, 0),
-    "cos20_indrop": ({**DB, "input_dropout": 0.2}, 0),
-    "aug2_cos20": (DB, 2),  # random shifts of up to 2 pixels, redrawn every epoch
-    "ens3_cos20": ({**DB, "members": 3}, 0),
+DIGIT = {  # (model, max pixel shift for augmentation, epochs of the cosine schedule)
+    "cos20": (DB, 0, 20),
+    "cos20_indrop": ({**DB, "input_dropout": 0.2}, 0, 20),
+    "aug2_cos20": (DB, 2, 20),  # random shifts of up to 2 pixels, redrawn every epoch
+    "ens3_cos20": ({**DB, "members": 3}, 0, 20),
+    "ens3_cos14": ({**DB, "members": 3}, 0, 14),
+    "ens3_cos12": ({**DB, "members": 3}, 0, 12),
 }
 
 
@@ -289,9 +291,9 @@ def digit(candidates):
     x = ds.x_train.reshape(60000, -1).astype("float32") / 255.0
     y = np.eye(10, dtype="float32")[ds.y_train]
     xtr, ytr, xva, yva = x[:55000], y[:55000], x[55000:], y[55000:]
-    bs, lr, epochs = 128, 1e-3, 20
+    bs, lr = 128, 1e-3
     for name in candidates:
-        mc, shift = DIGIT[name]
+        mc, shift, epochs = DIGIT[name]
         k = EN.n_members(mc)
         keras.utils.set_random_seed(42)
         m = EN.build_training_model("digit", mc, 42) if k > 1 else build_model("digit", mc, seed=42)

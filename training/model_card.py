@@ -194,7 +194,7 @@ def render(bundle: dict[str, Any]) -> str:
     if bars:
         out += ["", "Quality bars on the test split:"]
         out += [
-            f"- {k} {_f(v['value'])} {v['op']} {v['bar']}: {'passed' if v['passed'] else 'NOT met'}"
+            f"- {k} {_f(v['value'])} {v['op']} {v['bar']:.4g}: {'passed' if v['passed'] else 'NOT met'}"
             for k, v in bars.items()
         ]
     op = metrics.get("operating_point")

@@ -5,7 +5,13 @@ Kept separate from the CLI so tests can drive it with synthetic datasets.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
 import datetime as dt
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +23,16 @@ from training import baselines, recipes
 from training import evaluate as E
 from training import export as X
 from training import train as T
+
+
+@contextlib.contextmanager
+def _phase(phases: dict[str, float], name: str):
+    """Add the wall time of the ``with`` body to ``phases[name]`` (printed, never written to the bundle)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
 
 
 def check_bars(
@@ -146,8 +162,43 @@ def write_report(
     return {k: v for k, v in files.items() if v.exists()}
 
 
+def compares_row_split(name: str, cfg: dict) -> bool:
+    """Whether a run of ``cfg`` also trains on the book's random row split (see below)."""
+    sp = cfg["split"]
+    return bool(
+        sp.get("compare_row_split")
+        and sp.get("strategy") != "rows"
+        and recipes.get(name).row_split_comparison
+    )
+
+
+def start_baselines(
+    pool: Executor, name: str, cfg: dict, dataset, max_rows: int | None = None
+) -> dict[str, Callable[[], dict[str, Any]]]:
+    """Start every baseline fit of a run of ``cfg`` in ``pool`` now; pass the result to :func:`run_model`.
+
+    ``{"main": ..., "book": ...}`` (``book`` only with the row-split comparison): the
+    same seeded splits :func:`run_model` prepares, so the same figures, but the fits
+    can start before the model's turn comes (``train all`` starts all of them first).
+    """
+    seed, op_cfg = int(cfg["train"]["seed"]), cfg.get("operating_point")
+    out = {"main": start_baseline(pool, T.prepare(name, cfg, dataset, max_rows), seed, op_cfg)}
+    if compares_row_split(name, cfg):
+        pr = T.prepare(name, cfg, dataset, max_rows, strategy="rows")
+        out["book"] = start_baseline(pool, pr, seed, op_cfg, splits=("test",))
+    return out
+
+
 def book_split_comparison(
-    name: str, cfg: dict, dataset, max_rows: int | None, run_dir: Path, verbose: int | None
+    name: str,
+    cfg: dict,
+    dataset,
+    max_rows: int | None,
+    run_dir: Path,
+    verbose: int | None,
+    phases: dict[str, float] | None = None,
+    pool: Executor | None = None,
+    baseline: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """The same recipe trained and tested on the book's random row split, for comparison.
 
@@ -156,18 +207,22 @@ def book_split_comparison(
     ``metrics.json["book_row_split"]`` so the README can show the difference.
     None unless the recipe supports it (``row_split_comparison``), its config asks for it
     (``[split] compare_row_split``) and its own split is not already the row split.
+    ``baseline`` waits for a baseline already started on this split (:func:`start_baselines`).
     """
-    sp = cfg["split"]
-    if (
-        not sp.get("compare_row_split")
-        or sp.get("strategy") == "rows"
-        or not recipes.get(name).row_split_comparison
-    ):
+    if not compares_row_split(name, cfg):
         return None
-    pr = T.prepare(name, cfg, dataset, max_rows, strategy="rows")
-    fr = T.fit(pr, cfg, run_dir / "row_split", verbose)
-    m_rows, _ = evaluate_splits(pr, fr.model, cfg.get("operating_point"))
-    base = baselines.fit_baseline(pr, int(cfg["train"]["seed"]), cfg.get("operating_point"), splits=("test",))
+    phases = {} if phases is None else phases
+    with _phase(phases, "book_prepare"):
+        pr = T.prepare(name, cfg, dataset, max_rows, strategy="rows")
+        base_result = baseline or start_baseline(
+            pool, pr, int(cfg["train"]["seed"]), cfg.get("operating_point"), splits=("test",)
+        )
+    with _phase(phases, "book_fit"):
+        fr = T.fit(pr, cfg, run_dir / "row_split", verbose)
+    with _phase(phases, "book_evaluate"):
+        m_rows, _ = evaluate_splits(pr, fr.model, cfg.get("operating_point"))
+    with _phase(phases, "book_baseline"):
+        base = base_result()
     out = {
         "test": m_rows["test"],
         "split": pr.split_info,
@@ -178,6 +233,26 @@ def book_split_comparison(
         if key in m_rows:
             out[key] = m_rows[key]
     return out
+
+
+def start_baseline(
+    pool: Executor | None, p: T.Prepared, seed: int, op_cfg: dict | None, splits=("val", "test")
+) -> Callable[[], dict[str, Any]]:
+    """Start the baseline fit on ``p``; returns a function that waits for its figures.
+
+    With ``pool`` (the CLI's process pool) the fit runs in another process while
+    the network trains: the baseline is seeded and single-threaded, and sees a copy
+    of the same arrays, so its figures are the ones an inline fit gives (only
+    ``fit_seconds`` depends on the load). Without a pool it runs inline when waited
+    for, as before.
+    """
+    if pool is None:
+        return lambda: baselines.fit_baseline(p, seed, op_cfg, splits)
+    # Only what the baseline reads, copied now (evaluation later sets p's threshold).
+    slim = dataclasses.replace(
+        p, raw={}, ids={}, preprocessing=copy.deepcopy(p.preprocessing), data_info={}, extra={}
+    )
+    return pool.submit(baselines.fit_baseline, slim, seed, op_cfg, splits).result
 
 
 def run_model(
@@ -191,6 +266,8 @@ def run_model(
     version: str | None = None,
     verbose: int | None = None,
     versioned: bool = False,
+    pool: Executor | None = None,
+    early_baselines: dict[str, Callable[[], dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and export one model; returns a summary for the timing table.
 
@@ -198,7 +275,11 @@ def run_model(
     train`` does) to a new version directory ``out_dir/<name>/<version>`` of the model
     repository (:mod:`dlqr.repository`), renamed into place once complete; a flat bundle
     already at ``out_dir/<name>`` is first moved to its own version directory.
+    With ``pool`` (a process pool), the scikit-learn baselines fit in it while the
+    networks train (:func:`start_baseline`); the figures are the same either way.
+    ``early_baselines`` holds baselines already started for this run (:func:`start_baselines`).
     """
+    early = early_baselines or {}
     started = dt.datetime.now(dt.UTC)
     version = repository.check_version_name(version or X.new_version(started))
     dest = out_dir / name
@@ -208,19 +289,28 @@ def run_model(
         if dest.exists():
             raise ValueError(f"{dest} already exists: versions are immutable, pick another --version")
     run_dir = runs_dir / name / version
-    p = T.prepare(name, cfg, dataset, max_rows)
-    fitres = T.fit(p, cfg, run_dir, verbose)
-    metrics, out = evaluate_splits(p, fitres.model, cfg.get("operating_point"))
+    phases: dict[str, float] = {}
     seed = int(cfg["train"]["seed"])
-    metrics["baseline"] = baselines.fit_baseline(p, seed, cfg.get("operating_point"))
-    book = book_split_comparison(name, cfg, dataset, max_rows, run_dir, verbose)
+    with _phase(phases, "prepare"):
+        p = T.prepare(name, cfg, dataset, max_rows)
+        baseline_result = early.get("main") or start_baseline(pool, p, seed, cfg.get("operating_point"))
+    with _phase(phases, "fit"):
+        fitres = T.fit(p, cfg, run_dir, verbose)
+    with _phase(phases, "evaluate"):
+        metrics, out = evaluate_splits(p, fitres.model, cfg.get("operating_point"))
+    with _phase(phases, "baseline"):
+        metrics["baseline"] = baseline_result()
+    book = book_split_comparison(
+        name, cfg, dataset, max_rows, run_dir, verbose, phases, pool, early.get("book")
+    )
     if book is not None:
         metrics["book_row_split"] = book
         if get_card(name).task.kind == "binary":
             p.preprocessing["threshold"] = metrics["operating_point"]  # restore the grouped model's threshold
     metrics["quality_bars"] = check_bars(name, metrics["test"], metrics["baseline"]["test"])
-    report = write_report(p, fitres, metrics, out, run_dir)
-    golden = X.golden_pairs(name, fitres.model, _golden_rows(p), p.preprocessing)
+    with _phase(phases, "report"):
+        report = write_report(p, fitres, metrics, out, run_dir)
+        golden = X.golden_pairs(name, fitres.model, _golden_rows(p), p.preprocessing)
     train_summary = {
         "epochs_run": len(fitres.epoch_times),
         "best_epoch": fitres.best_epoch + 1,
@@ -245,15 +335,23 @@ def run_model(
         "golden": golden,
     }
     test_split = {"split": p.split_info, "val_ids": p.ids["val"], "test_ids": p.ids["test"]}
-    dest = X.export_bundle(
-        dest,
-        name=name,
-        model=fitres.model,
-        preprocessing=p.preprocessing,
-        metrics=metrics,
-        test_split=test_split,
-        manifest=manifest,
-        report_files=report,
-        check_x=p.x["test"],  # ONNX Runtime must reproduce Keras on every test row, not just the goldens
-    )
-    return {"model": name, "bundle": str(dest), "version": version, "metrics": metrics, **train_summary}
+    with _phase(phases, "export"):
+        dest = X.export_bundle(
+            dest,
+            name=name,
+            model=fitres.model,
+            preprocessing=p.preprocessing,
+            metrics=metrics,
+            test_split=test_split,
+            manifest=manifest,
+            report_files=report,
+            check_x=p.x["test"],  # ONNX Runtime must reproduce Keras on every test row, not just the goldens
+        )
+    return {
+        "model": name,
+        "bundle": str(dest),
+        "version": version,
+        "metrics": metrics,
+        "phase_seconds": phases,
+        **train_summary,
+    }

@@ -96,6 +96,7 @@ def test_train_then_evaluate_subprocess(tmp_path, real_data_dir, repo_root):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "model    epochs" in r.stdout and "wine" in r.stdout
+    assert "phase seconds" in r.stdout and "book_fit" in r.stdout  # where the time went
     assert "== device: " in r.stdout  # the device it trained on
     # TensorFlow's start-up chatter is silenced by default (shown with -v).
     for chatter in ("NodeDef mentions attribute", "absl::InitializeLog", "oneDNN custom operations"):
@@ -179,3 +180,11 @@ def test_add_onnx_errors_are_one_line(tmp_path, capsys):
     assert main(["add-onnx", str(dest), "--golden-only"]) == 2
     assert "sha256 mismatch for metrics.json" in capsys.readouterr().err
     assert not (dest / "model.onnx").exists()
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 0), (4, 1), (8, 2), (16, 4), (64, 4)])
+def test_baseline_workers_default_leaves_small_machines_inline(monkeypatch, cores, workers):
+    from training import cli
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert cli.default_baseline_workers() == workers

@@ -169,3 +169,35 @@ def test_config_loading_and_errors(tmp_path):
         C.load_config("wine", bad)
     with pytest.raises(C.ConfigError, match="must be positive"):
         C.apply_overrides(C.load_config("wine"), epochs=0)
+
+
+@pytest.mark.slow
+def test_baselines_started_early_in_a_pool_give_the_inline_figures(tmp_path):
+    """`train all` starts every baseline first, in worker processes: the bundle's figures do not change."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    cfg = C.apply_overrides(C.load_config("wine"), epochs=2)
+    inline = P.run_model("wine", cfg, _synthetic("wine"), tmp_path / "a", tmp_path / "runs", verbose=0)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        started = P.start_baselines(pool, "wine", cfg, _synthetic("wine"))
+        assert set(started) == {"main", "book"}
+        pooled = P.run_model(
+            "wine",
+            cfg,
+            _synthetic("wine"),
+            tmp_path / "b",
+            tmp_path / "runs",
+            verbose=0,
+            pool=pool,
+            early_baselines=started,
+        )
+
+    def figures(m):
+        base = {k: v for k, v in m["baseline"].items() if k != "fit_seconds"}
+        return base, m["book_row_split"]["baseline"], m["test"], m["book_row_split"]["test"]
+
+    assert figures(pooled["metrics"]) == figures(inline["metrics"])
+    assert {"prepare", "fit", "baseline", "book_fit", "book_baseline", "export"} <= set(
+        pooled["phase_seconds"]
+    )

@@ -112,15 +112,20 @@ RECIPE = Recipe(
     intended_use="Research and teaching only (*Deep Learning Quick Reference*, ch. 4): flag whether one "
     "178-sample (about 1 s) single-channel EEG segment from the UCI Epileptic Seizure Recognition "
     "data set looks like seizure activity. **Not a medical device and not for clinical use**: it "
-    "was trained and tested on segments of one public data set (500 recordings from one "
-    "published study, Andrzejak et al. 2001), re-sampled and cut by the data set's authors; "
-    "other amplifiers, montages, sampling rates, patients or artefacts are untested.",
+    "was trained and tested on one public data set: 500 EEG segments of 23.6 s ('recordings' "
+    "here) from one published study of a small number of healthy volunteers and epilepsy "
+    "patients (Andrzejak et al. 2001), cut into 1 s chunks by the data set's authors. Other "
+    "amplifiers, montages, sampling rates, patients or artefacts are untested.",
     caveats=(
         "Each recording is cut into 23 segments. A random row split (the book's) puts segments of one "
         "recording on both sides; this bundle's split is grouped by recording, and the book-split "
         "figures are shown only for comparison.",
-        "The test split holds only 50 recordings: its figures move by about 0.01-0.02 AUC between "
-        "splits, which is why the recipe was chosen by grouped cross-validation, not on test.",
+        "The split keeps a recording's chunks together, but the data set does not say which "
+        "recording comes from which person, so the same person may appear in train and test: "
+        "performance on new patients is not measured.",
+        "The test split is a small sample of recordings (see *Data and split*), so its figures are "
+        "noisy; the recipe was chosen by recording-grouped cross-validation on the other "
+        "recordings, never on test.",
         "Positives are the data set's class 1 (seizure); classes 2-5 (tumour area, healthy area, "
         "eyes open/closed) are all negatives.",
     ),
