@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python scripts/compare_bundles.py artifacts/wine/2026.11.27.161733 /tmp/art/wine/<version>
+    .venv/bin/python scripts/compare_bundles.py artifacts/wine/2026.11.27.184954 /tmp/art/wine/<version>
 
 Prints, for the pair: whether every array of ``model.h5`` is bit-identical (and the file
 bytes), the differences between ``metrics.json``, ``preprocessing.json`` and
