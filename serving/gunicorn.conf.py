@@ -55,9 +55,10 @@ if not os.environ.get("DLQR_PROMETHEUS_PREPARED"):
 # Third-party libraries every worker needs, imported once here and inherited by fork: a worker
 # (first start, crash replacement, max_requests, HUP) then imports only this package and loads
 # its models. Not this package's own modules, so that HUP keeps loading new code. None of these
-# starts a thread or opens a file or socket at import (BLAS is held to one thread above); models,
-# ONNX Runtime sessions and metrics are still created after fork only.
-for _module in ("numpy", "onnxruntime", "pydantic", "flask", "prometheus_client"):
+# starts a thread or opens a file or socket at import (BLAS is held to one thread above); models
+# and metrics are still created after fork only. Not ONNX Runtime either: imported before fork,
+# it makes every worker die of SIGABRT at exit (tests/serving/test_gunicorn.py checks the logs).
+for _module in ("numpy", "pydantic", "flask", "prometheus_client"):
     importlib.import_module(_module)
 # ... and kept out of the cyclic collector's sight (what the gc docs advise before fork): the
 # worker's own collection after loading its models then walks only what the worker created.
