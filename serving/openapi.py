@@ -9,6 +9,7 @@ Content-Security-Policy header enforces that.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -182,33 +183,23 @@ def init_app(app: Flask, schemas: dict[str, ModelSchemas], version: str) -> dict
 
         spec["paths"].update(openapi_paths(app.extensions["dlqr_v2"]))
     spec_json = json.dumps(spec, separators=(",", ":"))
-    rendered: list[str] = []
 
+    @functools.cache  # two concurrent first requests may both render: same page, no harm
     def page() -> str:
-        if not rendered:  # two concurrent first requests may both render: same page, no harm
-            rendered.append(
-                render_template(
-                    "docs.html",
-                    spec=spec,
-                    pretty=_pretty,
-                    problems=[
-                        (slug, problem_type(slug), title, text)
-                        for slug, (title, text) in PROBLEM_TYPES.items()
-                    ],
-                    models=list(schemas),
-                    examples={name: json.dumps(dict(ms.card.example)) for name, ms in schemas.items()},
-                    # the drawing pad goes to the first model that takes a PNG body and has a 2-D input
-                    pad_model=next(
-                        (
-                            n
-                            for n, ms in schemas.items()
-                            if "image/png" in ms.card.media and ms.card.input_shape
-                        ),
-                        None,
-                    ),
-                )
-            )
-        return rendered[0]
+        return render_template(
+            "docs.html",
+            spec=spec,
+            pretty=_pretty,
+            problems=[
+                (slug, problem_type(slug), title, text) for slug, (title, text) in PROBLEM_TYPES.items()
+            ],
+            models=list(schemas),
+            examples={name: json.dumps(dict(ms.card.example)) for name, ms in schemas.items()},
+            # the drawing pad goes to the first model that takes a PNG body and has a 2-D input
+            pad_model=next(
+                (n for n, ms in schemas.items() if "image/png" in ms.card.media and ms.card.input_shape), None
+            ),
+        )
 
     def openapi_json() -> Response:
         return Response(spec_json, content_type="application/json")

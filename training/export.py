@@ -272,8 +272,7 @@ def _serving_graph(name: str, manifest: dict[str, Any], model):
     """What ``model.onnx`` is exported from: ``model`` itself, or a folded ensemble unfolded."""
     from training.ensemble import unfold
 
-    cfg = (manifest.get("hyperparameters") or {}).get("model") or {}
-    return unfold(name, cfg, model) if int(cfg.get("members", 1)) > 1 else model
+    return unfold(name, (manifest.get("hyperparameters") or {}).get("model") or {}, model)
 
 
 def _golden_row(name: str, pair: dict[str, Any], prep: dict) -> np.ndarray:
