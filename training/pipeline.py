@@ -189,6 +189,50 @@ def start_baselines(
     return out
 
 
+def book_split_fit(
+    name: str, cfg: dict, dataset, max_rows: int | None, run_dir: Path, verbose: int | None
+) -> dict[str, Any]:
+    """Train and test the recipe on the book's random row split: ``{"figures", "phases"}``.
+
+    Plain, picklable results (no model), so that it can run in a process of its own
+    (:func:`start_book_split`); the baseline on this split is fitted elsewhere.
+    """
+    phases: dict[str, float] = {}
+    with _phase(phases, "book_prepare"):
+        pr = T.prepare(name, cfg, dataset, max_rows, strategy="rows")
+    with _phase(phases, "book_fit"):
+        fr = T.fit(pr, cfg, run_dir / "row_split", verbose)
+    with _phase(phases, "book_evaluate"):
+        m_rows, _ = evaluate_splits(pr, fr.model, cfg.get("operating_point"))
+    figures = {"test": m_rows["test"], "split": pr.split_info, "epochs_run": len(fr.epoch_times)}
+    for key in ("operating_point", "test_unseen_inputs"):
+        if key in m_rows:
+            figures[key] = m_rows[key]
+    return {"figures": figures, "phases": phases}
+
+
+def start_book_split(
+    name: str,
+    cfg: dict,
+    dataset,
+    max_rows: int | None,
+    run_dir: Path,
+    book_pool: Executor,
+) -> Callable[[], dict[str, Any]] | None:
+    """Start :func:`book_split_fit` in ``book_pool`` now; returns a function that waits for it.
+
+    None unless the recipe supports the comparison (:func:`compares_row_split`). The
+    second network then trains while this process trains the first: on a CPU the two
+    fits together keep the cores busier than either alone (the CLI's ``--book-workers``).
+    The pool's process has the same seeds and thread settings as this one, so the
+    figures are the ones a fit here gives.
+    """
+    if not compares_row_split(name, cfg):
+        return None
+    # Quiet (verbose 0) over there: its per-epoch lines would interleave with this process's.
+    return book_pool.submit(book_split_fit, name, cfg, dataset, max_rows, run_dir, 0).result
+
+
 def book_split_comparison(
     name: str,
     cfg: dict,
@@ -199,6 +243,7 @@ def book_split_comparison(
     phases: dict[str, float] | None = None,
     pool: Executor | None = None,
     baseline: Callable[[], dict[str, Any]] | None = None,
+    started: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """The same recipe trained and tested on the book's random row split, for comparison.
 
@@ -207,31 +252,28 @@ def book_split_comparison(
     ``metrics.json["book_row_split"]`` so the README can show the difference.
     None unless the recipe supports it (``row_split_comparison``), its config asks for it
     (``[split] compare_row_split``) and its own split is not already the row split.
-    ``baseline`` waits for a baseline already started on this split (:func:`start_baselines`).
+    ``baseline`` waits for a baseline already started on this split (:func:`start_baselines`),
+    ``started`` for a fit already started (:func:`start_book_split`).
     """
     if not compares_row_split(name, cfg):
         return None
     phases = {} if phases is None else phases
-    with _phase(phases, "book_prepare"):
+    if baseline is None:  # the split is prepared again for the fit: cheap next to it
         pr = T.prepare(name, cfg, dataset, max_rows, strategy="rows")
-        base_result = baseline or start_baseline(
-            pool, pr, int(cfg["train"]["seed"]), cfg.get("operating_point"), splits=("test",)
-        )
-    with _phase(phases, "book_fit"):
-        fr = T.fit(pr, cfg, run_dir / "row_split", verbose)
-    with _phase(phases, "book_evaluate"):
-        m_rows, _ = evaluate_splits(pr, fr.model, cfg.get("operating_point"))
+        seed, op_cfg = int(cfg["train"]["seed"]), cfg.get("operating_point")
+        baseline = start_baseline(pool, pr, seed, op_cfg, splits=("test",))
+    if started is None:
+        book = book_split_fit(name, cfg, dataset, max_rows, run_dir, verbose)
+    else:
+        with _phase(phases, "book_wait"):  # what the other process's fit still had to do
+            book = started()
+    phases.update(book["phases"])
     with _phase(phases, "book_baseline"):
-        base = base_result()
-    out = {
-        "test": m_rows["test"],
-        "split": pr.split_info,
-        "epochs_run": len(fr.epoch_times),
-        "baseline": {"model": base["model"], "test": base["test"]},
-    }
-    for key in ("operating_point", "test_unseen_inputs"):
-        if key in m_rows:
-            out[key] = m_rows[key]
+        base = baseline()
+    fig = book["figures"]
+    out = {k: fig[k] for k in ("test", "split", "epochs_run")}
+    out["baseline"] = {"model": base["model"], "test": base["test"]}
+    out.update({k: fig[k] for k in ("operating_point", "test_unseen_inputs") if k in fig})
     return out
 
 
@@ -268,6 +310,7 @@ def run_model(
     versioned: bool = False,
     pool: Executor | None = None,
     early_baselines: dict[str, Callable[[], dict[str, Any]]] | None = None,
+    book_pool: Executor | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and export one model; returns a summary for the timing table.
 
@@ -278,6 +321,8 @@ def run_model(
     With ``pool`` (a process pool), the scikit-learn baselines fit in it while the
     networks train (:func:`start_baseline`); the figures are the same either way.
     ``early_baselines`` holds baselines already started for this run (:func:`start_baselines`).
+    With ``book_pool``, the fit on the book's row split runs there beside this one
+    (:func:`start_book_split`).
     """
     early = early_baselines or {}
     started = dt.datetime.now(dt.UTC)
@@ -294,6 +339,8 @@ def run_model(
     with _phase(phases, "prepare"):
         p = T.prepare(name, cfg, dataset, max_rows)
         baseline_result = early.get("main") or start_baseline(pool, p, seed, cfg.get("operating_point"))
+        # Beside this fit in the book pool; without one, after it (book_split_comparison).
+        book_started = book_pool and start_book_split(name, cfg, dataset, max_rows, run_dir, book_pool)
     with _phase(phases, "fit"):
         fitres = T.fit(p, cfg, run_dir, verbose)
     with _phase(phases, "evaluate"):
@@ -301,7 +348,7 @@ def run_model(
     with _phase(phases, "baseline"):
         metrics["baseline"] = baseline_result()
     book = book_split_comparison(
-        name, cfg, dataset, max_rows, run_dir, verbose, phases, pool, early.get("book")
+        name, cfg, dataset, max_rows, run_dir, verbose, phases, pool, early.get("book"), book_started
     )
     if book is not None:
         metrics["book_row_split"] = book

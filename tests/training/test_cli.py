@@ -188,3 +188,20 @@ def test_baseline_workers_default_leaves_small_machines_inline(monkeypatch, core
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert cli.default_baseline_workers() == workers
+
+
+@pytest.mark.parametrize(("gpus", "workers"), [([], 1), (["/physical_device:GPU:0"], 0)])
+def test_book_workers_default_is_a_second_process_on_a_cpu_only(gpus, workers):
+    from training import cli
+
+    assert cli.default_book_workers(gpus) == workers
+
+
+def test_book_workers_default_falls_back_to_inline_when_the_backend_cannot_say(monkeypatch):
+    from training import cli, device
+
+    def broken() -> list[str]:
+        raise RuntimeError("no backend")
+
+    monkeypatch.setattr(device, "visible_gpus", broken)
+    assert cli.default_book_workers() == 0

@@ -201,3 +201,30 @@ def test_baselines_started_early_in_a_pool_give_the_inline_figures(tmp_path):
     assert {"prepare", "fit", "baseline", "book_fit", "book_baseline", "export"} <= set(
         pooled["phase_seconds"]
     )
+
+
+@pytest.mark.slow
+def test_book_split_fit_beside_the_main_one_gives_the_same_figures(tmp_path):
+    """`--book-workers 1`: the book-split network trains in another process, with the same result."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    cfg = C.apply_overrides(C.load_config("wine"), epochs=2)
+    inline = P.run_model("wine", cfg, _synthetic("wine"), tmp_path / "a", tmp_path / "runs-a", verbose=0)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as book_pool:
+        pooled = P.run_model(
+            "wine",
+            cfg,
+            _synthetic("wine"),
+            tmp_path / "b",
+            tmp_path / "runs-b",
+            verbose=0,
+            book_pool=book_pool,
+        )
+    book = pooled["metrics"]["book_row_split"]
+    assert book == inline["metrics"]["book_row_split"]
+    assert book["epochs_run"] == 2 and book["split"]["strategy"] == "random_rows"
+    assert {"book_wait", "book_fit", "book_baseline"} <= set(pooled["phase_seconds"])
+    assert "book_wait" not in inline["phase_seconds"]
+    # The other process wrote its run files where an inline fit writes them.
+    assert list((tmp_path / "runs-b" / "wine").glob("*/row_split/*"))
