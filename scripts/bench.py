@@ -119,21 +119,53 @@ def median_run(reps: list[dict]) -> dict:
     for r in reps:
         for c, n in r["codes"].items():
             codes[c] = codes.get(c, 0) + n
-    return {
+    out = {
         "rps": med("rps"),
         "p50_ms": med("p50_ms"),
         "p99_ms": med("p99_ms"),
         "codes": codes,
         "rounds_rps": [round(r["rps"], 1) for r in reps],
     }
+    for key in ("worker_cpu_ms", "hey_cpu_ms"):
+        if all(key in r for r in reps):
+            out[key] = med(key)
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (/proc/<pid>/stat)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone (a worker replaced mid-run): its share is lost, not guessed
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def run_hey(
-    hey: str, url: str, body: Path, conc: int, duration: float, ctype: str = "application/json"
+    hey: str,
+    url: str,
+    body: Path,
+    conc: int,
+    duration: float,
+    ctype: str = "application/json",
+    workers: list[int] | None = None,
 ) -> dict:
+    """One hey run; with ``workers`` (the server's worker pids) also the CPU per answered request
+    of the workers and of hey itself, which shows where a ratio comes from on a shared machine."""
+    import resource
+
     cmd = [hey, "-z", f"{duration}s", "-c", str(conc), "-m", "POST", "-T", ctype, "-D", str(body), url]
+    w0, h0 = cpu_seconds(workers or []), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    w1, h1 = cpu_seconds(workers or []), resource.getrusage(resource.RUSAGE_CHILDREN)
     res = parse_hey(out.stdout)
+    answered = sum(res["codes"].values())
+    if workers and answered:
+        res["worker_cpu_ms"] = (w1 - w0) * 1000 / answered
+        res["hey_cpu_ms"] = (h1.ru_utime + h1.ru_stime - h0.ru_utime - h0.ru_stime) * 1000 / answered
     bad = {c: n for c, n in res["codes"].items() if c != 200}
     if bad or res["errors"]:
         log(f"  warning: non-200 responses {bad} {res['errors'][:200]}")
@@ -225,6 +257,9 @@ class Server:
             return len(values) == len(MODELS) and all(float(v) == 1.0 for _, v in values)
         # reference servers load at import: a worker answers only once loaded; probe a few times
         return all(get(f"http://127.0.0.1:{self.port}/readyz") == 200 for _ in range(20))
+
+    def workers(self) -> list[int]:
+        return children(self.proc.pid)
 
     def rss(self) -> list[float]:
         return [round(rss_mib(p), 1) for p in children(self.proc.pid)]
@@ -381,17 +416,25 @@ def main(argv: list[str] | None = None) -> int:
             for rnd in range(rounds):
                 order = list(running) if (i + rnd) % 2 == 0 else list(reversed(running))
                 for kind in order:
-                    url = f"http://127.0.0.1:{running[kind].port}/predict/{name}"
-                    per_server[kind].append(run_hey(hey, url, files[(name, workload)], conc, duration))
+                    srv = running[kind]
+                    url = f"http://127.0.0.1:{srv.port}/predict/{name}"
+                    per_server[kind].append(
+                        run_hey(hey, url, files[(name, workload)], conc, duration, workers=srv.workers())
+                    )
             for kind, reps in per_server.items():
                 r = median_run(reps)
                 results["runs"].append(
                     {"server": kind, "model": name, "workload": workload, "c": conc, "rows": rows, **r}
                 )
+                cpu = (
+                    f"  CPU/req: workers {r['worker_cpu_ms']:.3f} ms, hey {r['hey_cpu_ms']:.3f} ms"
+                    if "worker_cpu_ms" in r
+                    else ""
+                )
                 log(
                     f"  {kind:8s} {name:8s} {workload:9s} c={conc:<3d} {r['rps']:9.1f} req/s "
                     f"{r['rps'] * rows:10.1f} rows/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms "
-                    f"(rounds: {' '.join(str(round(x['rps'])) for x in reps)})"
+                    f"(rounds: {' '.join(str(round(x['rps'])) for x in reps)}){cpu}"
                 )
         for kind, srv in running.items():
             results["servers"][kind]["rss_after_mib"] = srv.rss()
@@ -501,6 +544,16 @@ def render(results: dict, models, servers) -> str:
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
+    def cpu_line(label: str, svc: dict, floor: dict, goal: float) -> str | None:
+        """Where the ratio comes from: with every core busy, the rate is about cores / (CPU per
+        request of workers + hey), so at the goal the service's workers could use this much."""
+        if not all(k in r for r in (svc, floor) for k in ("worker_cpu_ms", "hey_cpu_ms")):
+            return None
+        allowed = (floor["worker_cpu_ms"] + floor["hey_cpu_ms"]) / goal - svc["hey_cpu_ms"]
+        return (f"{label}: worker CPU per request service {svc['worker_cpu_ms']:.2f} ms, floor "
+                f"{floor['worker_cpu_ms']:.2f} ms (hey {svc['hey_cpu_ms']:.2f} / {floor['hey_cpu_ms']:.2f} ms); "
+                f"at {goal:.0%} of the floor the service's workers could use about {allowed:.2f} ms")  # fmt: skip
+
     goals = []
     svc = _find(results, "service", "digit", "single", 8)
     floor = _find(results, "floor", "digit", "single", 8)
@@ -509,6 +562,7 @@ def render(results: dict, models, servers) -> str:
         f = svc["rps"] / floor["rps"]
         goals.append(f"digit single c=8: {f:.0%} of floor (goal >= {GOAL_FLOOR_FRACTION:.0%}: "
                      f"{verdict(f >= GOAL_FLOOR_FRACTION)})")  # fmt: skip
+        goals.append(cpu_line("digit single c=8", svc, floor, GOAL_FLOOR_FRACTION))
         goals.append(f"digit single c=8 p99 {svc['p99_ms']:.2f} ms (goal <= {GOAL_P99_MS:.0f} ms: "
                      f"{verdict(svc['p99_ms'] <= GOAL_P99_MS)})")  # fmt: skip
     if svc and naive:
@@ -521,6 +575,7 @@ def render(results: dict, models, servers) -> str:
         f = bsvc["rps"] / bfloor["rps"]
         goals.append(f"digit 256-row batches c=8: {f:.0%} of floor rows/s (goal >= "
                      f"{GOAL_BATCH_FLOOR_FRACTION:.0%}: {verdict(f >= GOAL_BATCH_FLOOR_FRACTION)})")  # fmt: skip
+        goals.append(cpu_line("digit 256-row batches c=8", bsvc, bfloor, GOAL_BATCH_FLOOR_FRACTION))
     info = results["servers"].get("service")
     if info:
         worst = max(info["rss_mib"]) if info["rss_mib"] else float("nan")
@@ -534,6 +589,7 @@ def render(results: dict, models, servers) -> str:
                      f"tensorflow {'present' if inst['modules']['tensorflow'] else 'absent'}, keras "
                      f"{'present' if inst['modules']['keras'] else 'absent'} (goal <= {GOAL_INSTALL_MB:.0f} MB: "
                      f"{verdict(inst['venv_mb'] <= GOAL_INSTALL_MB)})")  # fmt: skip
+    goals = [g for g in goals if g]  # cpu_line: None without CPU figures
     if goals:
         lines += ["", "Goals:", *(f"- {g}" for g in goals)]
     return "\n".join(lines)

@@ -168,7 +168,7 @@ def default_book_workers(gpus: list[str] | None = None) -> int:
     ``gpus``: the GPUs the Keras backend sees (default: asked; 0 if the probe fails).
     The small wine and seizure networks leave much of a CPU idle (TensorFlow's threads
     wait on each other between small ops): on the 2-core machine ``train wine`` took
-    121.7 s with the book-split fit beside the main one, against 189 s one after the
+    121.7 s with the book-split fit beside the main one, against 167.3 s one after the
     other, with the same bundle and figures.
     """
     if gpus is None:
