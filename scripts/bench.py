@@ -258,7 +258,7 @@ class Server:
         # reference servers load at import: a worker answers only once loaded; probe a few times
         return all(get(f"http://127.0.0.1:{self.port}/readyz") == 200 for _ in range(20))
 
-    def workers(self) -> list[int]:
+    def worker_pids(self) -> list[int]:
         return children(self.proc.pid)
 
     def rss(self) -> list[float]:
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                     srv = running[kind]
                     url = f"http://127.0.0.1:{srv.port}/predict/{name}"
                     per_server[kind].append(
-                        run_hey(hey, url, files[(name, workload)], conc, duration, workers=srv.workers())
+                        run_hey(hey, url, files[(name, workload)], conc, duration, workers=srv.worker_pids())
                     )
             for kind, reps in per_server.items():
                 r = median_run(reps)

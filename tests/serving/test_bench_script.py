@@ -1,0 +1,80 @@
+"""scripts/bench.py's arithmetic: CPU per request and the goal lines it prints (no servers started)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from tests.conftest import REPO_ROOT
+
+_spec = importlib.util.spec_from_file_location("bench", REPO_ROOT / "scripts" / "bench.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def _run(server: str, workload: str, rps: float, worker: float, hey: float) -> dict:
+    return {
+        "server": server,
+        "model": "digit",
+        "workload": workload,
+        "c": 8,
+        "rows": 1 if workload == "single" else 256,
+        "rps": rps,
+        "p50_ms": 1.0,
+        "p99_ms": 5.0,
+        "codes": {200: 100},
+        "worker_cpu_ms": worker,
+        "hey_cpu_ms": hey,
+    }
+
+
+def test_cpu_seconds_counts_this_process_and_skips_vanished_pids():
+    sum(i * i for i in range(200_000))  # some CPU of our own
+    mine = bench.cpu_seconds([os.getpid()])
+    assert mine > 0
+    assert bench.cpu_seconds([os.getpid(), 2**22 + 12345]) >= mine  # a pid that does not exist
+
+
+def test_goal_lines_show_where_the_ratio_comes_from():
+    keys = [
+        "cpu",
+        "cores",
+        "mem_gib",
+        "os",
+        "python",
+        "numpy",
+        "onnxruntime",
+        "tensorflow",
+        "keras",
+        "flask",
+        "gunicorn",
+    ]
+    results = {
+        "machine": dict.fromkeys(keys, "x"),
+        "workers": 2,
+        "duration_s": 2,
+        "loadavg_start": (0.0, 0.0, 0.0),
+        "loadavg_end": (1.0, 0.0, 0.0),
+        "servers": {},
+        "runs": [
+            _run("service", "single", 600.0, 2.5, 0.3),
+            _run("floor", "single", 1800.0, 0.8, 0.2),
+            _run("service", "batch256", 60.0, 30.0, 2.0),
+            _run("floor", "batch256", 70.0, 26.0, 2.0),
+        ],
+    }
+    text = bench.render(results, ("digit",), ["service", "floor"])
+    assert "digit single c=8: 33% of floor (goal >= 80%: NOT met)" in text
+    # (0.8 + 0.2) / 0.8 - 0.3 = 0.95 ms for the service's workers at the goal
+    assert "worker CPU per request service 2.50 ms, floor 0.80 ms (hey 0.30 / 0.20 ms)" in text
+    assert "could use about 0.95 ms" in text
+    assert "digit 256-row batches c=8: 86% of floor rows/s (goal >= 80%: met)" in text
+    assert "could use about 33.00 ms" in text  # (26 + 2) / 0.8 - 2
+
+
+def test_median_run_keeps_cpu_figures_only_when_every_round_has_them():
+    a, b = _run("floor", "single", 1.0, 1.0, 0.1), _run("floor", "single", 3.0, 3.0, 0.3)
+    c = _run("floor", "single", 2.0, 2.0, 0.2)
+    assert bench.median_run([a, b, c])["worker_cpu_ms"] == 2.0
+    del c["worker_cpu_ms"]
+    assert "worker_cpu_ms" not in bench.median_run([a, b, c])
