@@ -549,10 +549,14 @@ def render(results: dict, models, servers) -> str:
         request of workers + hey), so at the goal the service's workers could use this much."""
         if not all(k in r for r in (svc, floor) for k in ("worker_cpu_ms", "hey_cpu_ms")):
             return None
-        allowed = (floor["worker_cpu_ms"] + floor["hey_cpu_ms"]) / goal - svc["hey_cpu_ms"]
+        floor_ms = floor["worker_cpu_ms"] + floor["hey_cpu_ms"]
+        allowed = floor_ms / goal - svc["hey_cpu_ms"]
+        # The same ratio from CPU per request rather than from req/s: steadier when a round is disturbed.
+        by_cpu = floor_ms / (svc["worker_cpu_ms"] + svc["hey_cpu_ms"])
         return (f"{label}: worker CPU per request service {svc['worker_cpu_ms']:.2f} ms, floor "
-                f"{floor['worker_cpu_ms']:.2f} ms (hey {svc['hey_cpu_ms']:.2f} / {floor['hey_cpu_ms']:.2f} ms); "
-                f"at {goal:.0%} of the floor the service's workers could use about {allowed:.2f} ms")  # fmt: skip
+                f"{floor['worker_cpu_ms']:.2f} ms (hey {svc['hey_cpu_ms']:.2f} / {floor['hey_cpu_ms']:.2f} ms), "
+                f"so {by_cpu:.0%} of the floor by CPU per request; at {goal:.0%} the service's workers "
+                f"could use about {allowed:.2f} ms")  # fmt: skip
 
     goals = []
     svc = _find(results, "service", "digit", "single", 8)

@@ -67,9 +67,11 @@ def test_goal_lines_show_where_the_ratio_comes_from():
     assert "digit single c=8: 33% of floor (goal >= 80%: NOT met)" in text
     # (0.8 + 0.2) / 0.8 - 0.3 = 0.95 ms for the service's workers at the goal
     assert "worker CPU per request service 2.50 ms, floor 0.80 ms (hey 0.30 / 0.20 ms)" in text
+    assert "so 36% of the floor by CPU per request" in text  # (0.8 + 0.2) / (2.5 + 0.3)
     assert "could use about 0.95 ms" in text
     assert "digit 256-row batches c=8: 86% of floor rows/s (goal >= 80%: met)" in text
     assert "could use about 33.00 ms" in text  # (26 + 2) / 0.8 - 2
+    assert "so 88% of the floor by CPU per request" in text  # (26 + 2) / (30 + 2)
 
 
 def test_median_run_keeps_cpu_figures_only_when_every_round_has_them():
