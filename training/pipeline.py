@@ -190,16 +190,24 @@ def start_baselines(
 
 
 def book_split_fit(
-    name: str, cfg: dict, dataset, max_rows: int | None, run_dir: Path, verbose: int | None
+    name: str,
+    cfg: dict,
+    dataset,
+    max_rows: int | None,
+    run_dir: Path,
+    verbose: int | None,
+    pr: T.Prepared | None = None,
 ) -> dict[str, Any]:
     """Train and test the recipe on the book's random row split: ``{"figures", "phases"}``.
 
     Plain, picklable results (no model), so that it can run in a process of its own
-    (:func:`start_book_split`); the baseline on this split is fitted elsewhere.
+    (:func:`start_book_split`); the baseline on this split is fitted elsewhere. ``pr``:
+    the split already prepared (inline runs prepare it once for the fit and the baseline).
     """
     phases: dict[str, float] = {}
     with _phase(phases, "book_prepare"):
-        pr = T.prepare(name, cfg, dataset, max_rows, strategy="rows")
+        if pr is None:
+            pr = T.prepare(name, cfg, dataset, max_rows, strategy="rows")
     with _phase(phases, "book_fit"):
         fr = T.fit(pr, cfg, run_dir / "row_split", verbose)
     with _phase(phases, "book_evaluate"):
@@ -258,12 +266,13 @@ def book_split_comparison(
     if not compares_row_split(name, cfg):
         return None
     phases = {} if phases is None else phases
-    if baseline is None:  # the split is prepared again for the fit: cheap next to it
+    pr = None
+    if baseline is None:
         pr = T.prepare(name, cfg, dataset, max_rows, strategy="rows")
         seed, op_cfg = int(cfg["train"]["seed"]), cfg.get("operating_point")
         baseline = start_baseline(pool, pr, seed, op_cfg, splits=("test",))
     if started is None:
-        book = book_split_fit(name, cfg, dataset, max_rows, run_dir, verbose)
+        book = book_split_fit(name, cfg, dataset, max_rows, run_dir, verbose, pr)
     else:
         with _phase(phases, "book_wait"):  # what the other process's fit still had to do
             book = started()
