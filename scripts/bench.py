@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -159,8 +160,6 @@ def run_hey(
 ) -> dict:
     """One hey run; with ``workers`` (the server's worker pids) also the CPU per answered request
     of the workers and of hey itself, which shows where a ratio comes from on a shared machine."""
-    import resource
-
     cmd = [hey, "-z", f"{duration}s", "-c", str(conc), "-m", "POST", "-T", ctype, "-D", str(body), url]
     w0, h0 = cpu_seconds(workers or []), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)

@@ -35,8 +35,9 @@ def test_cpu_seconds_counts_this_process_and_skips_vanished_pids():
     assert bench.cpu_seconds([os.getpid(), 2**22 + 12345]) >= mine  # a pid that does not exist
 
 
-def test_goal_lines_show_where_the_ratio_comes_from():
-    keys = [
+def _results(runs: list[dict]) -> dict:
+    """What bench.render reads: a placeholder machine and the given runs."""
+    machine = [
         "cpu",
         "cores",
         "mem_gib",
@@ -49,20 +50,26 @@ def test_goal_lines_show_where_the_ratio_comes_from():
         "flask",
         "gunicorn",
     ]
-    results = {
-        "machine": dict.fromkeys(keys, "x"),
+    return {
+        "machine": dict.fromkeys(machine, "x"),
         "workers": 2,
         "duration_s": 2,
         "loadavg_start": (0.0, 0.0, 0.0),
         "loadavg_end": (1.0, 0.0, 0.0),
         "servers": {},
-        "runs": [
+        "runs": runs,
+    }
+
+
+def test_goal_lines_show_where_the_ratio_comes_from():
+    results = _results(
+        [
             _run("service", "single", 600.0, 2.5, 0.3),
             _run("floor", "single", 1800.0, 0.8, 0.2),
             _run("service", "batch256", 60.0, 30.0, 2.0),
             _run("floor", "batch256", 70.0, 26.0, 2.0),
-        ],
-    }
+        ]
+    )
     text = bench.render(results, ("digit",), ["service", "floor"])
     # (0.8 + 0.2) / (2.5 + 0.3) = 36 % by CPU
     assert "digit single c=8: 33% of floor req/s, 36% by CPU per request (goal >= 80%: NOT met)" in text
@@ -75,33 +82,8 @@ def test_goal_lines_show_where_the_ratio_comes_from():
 
 def test_a_disturbed_floor_round_cannot_meet_the_goal_alone():
     """req/s says 104 % (a slow floor round), CPU per request says 76 %: the goal is not met."""
-    results = {
-        "machine": {},
-        "workers": 2,
-        "duration_s": 2,
-        "loadavg_start": (0.0, 0.0, 0.0),
-        "loadavg_end": (0.0, 0.0, 0.0),
-        "servers": {},
-        "runs": [
-            _run("service", "batch256", 52.0, 35.88, 1.24),
-            _run("floor", "batch256", 50.0, 27.12, 1.26),
-        ],
-    }
-    results["machine"] = dict.fromkeys(
-        [
-            "cpu",
-            "cores",
-            "mem_gib",
-            "os",
-            "python",
-            "numpy",
-            "onnxruntime",
-            "tensorflow",
-            "keras",
-            "flask",
-            "gunicorn",
-        ],
-        "x",
+    results = _results(
+        [_run("service", "batch256", 52.0, 35.88, 1.24), _run("floor", "batch256", 50.0, 27.12, 1.26)]
     )
     text = bench.render(results, ("digit",), ["service", "floor"])
     assert (
