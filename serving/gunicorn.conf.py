@@ -108,6 +108,13 @@ def on_starting(server):
     )
 
 
+def when_ready(server):
+    # On stop, no new handshake completes once the workers have drained the accept queue.
+    from serving.workers import refuse_new_connections_on_stop
+
+    refuse_new_connections_on_stop(server)
+
+
 def child_exit(server, worker):
     # Drop the dead worker's live gauges (model_ready, model_info); its counters stay summed.
     from prometheus_client import multiprocess

@@ -7,9 +7,12 @@ covered by tests/reliability against a real server.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import subprocess
 import sys
+import types
 
 import pytest
 from gunicorn.http import errors as herr
@@ -106,3 +109,83 @@ def test_gunicorn_config_per_instance_control_socket_and_worker_class():
     )
     assert conf["control_socket_disable"] is False and conf["control_socket"] == "/run/dlqr/a.ctl"
     assert conf["worker_class"] == "serving.workers.ThreadWorker"
+
+
+# --------------------------------------------------------------- stop without resets
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="socket filters are Linux's")
+
+
+def _listener() -> socket.socket:
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    return lsock
+
+
+def _handshake_completes(port: int) -> bool:
+    # On loopback a handshake takes microseconds; a dropped SYN is resent only after 1 s.
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.3).close()
+        return True
+    except TimeoutError:
+        return False
+
+
+@linux_only
+def test_refuse_new_handshakes_keeps_what_is_queued():
+    with _listener() as lsock:
+        port = lsock.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as queued:
+            queued.sendall(b"ping")
+            assert workers.refuse_new_handshakes(lsock) is True
+            assert not _handshake_completes(port)
+            # The connection queued before is still there, request and all, and can be answered.
+            conn, _ = lsock.accept()
+            with conn:
+                assert conn.recv(4) == b"ping"
+                conn.sendall(b"pong")
+            assert queued.recv(4) == b"pong"
+            lsock.setblocking(False)
+            with pytest.raises(BlockingIOError):  # and the dropped attempt never joined the queue
+                lsock.accept()
+
+
+def test_refuse_new_handshakes_leaves_unix_sockets_alone(tmp_path):
+    with socket.socket(socket.AF_UNIX) as usock:
+        usock.bind(str(tmp_path / "s"))
+        usock.listen(1)
+        assert workers.refuse_new_handshakes(usock) is False
+
+
+class _Arbiter:
+    """The attributes of gunicorn.arbiter.Arbiter that the stop hook reads; stop records the listener."""
+
+    def __init__(self, lsock: socket.socket, reexec_pid=0, master_pid=0, systemd=False, reuse_port=False):
+        self.LISTENERS = [lsock]
+        self.reexec_pid, self.master_pid, self.systemd = reexec_pid, master_pid, systemd
+        self.cfg = types.SimpleNamespace(reuse_port=reuse_port)
+        self.log = logging.getLogger("test")
+        self.stopped: list[tuple[bool, bool]] = []
+
+    def stop(self, graceful=True):
+        self.stopped.append((graceful, _handshake_completes(self.LISTENERS[0].getsockname()[1])))
+
+
+@linux_only
+@pytest.mark.parametrize(
+    ("owner", "completes"),
+    [
+        ({}, False),  # the only holder of its listeners: new handshakes stop before Gunicorn's stop
+        ({"reexec_pid": 4242}, True),  # an old master during USR2: the new one keeps listening
+        ({"master_pid": 4242}, True),  # the new master while the old one lives
+        ({"systemd": True}, True),  # systemd holds the socket for the next start
+        ({"reuse_port": True}, True),
+    ],
+)
+def test_arbiter_stop_refuses_new_handshakes_only_where_it_owns_the_listeners(owner, completes):
+    with _listener() as lsock:
+        arbiter = _Arbiter(lsock, **owner)
+        workers.refuse_new_connections_on_stop(arbiter)
+        arbiter.stop(False)
+        assert arbiter.stopped == [(False, completes)]
