@@ -11,6 +11,8 @@ import base64
 import gzip
 import io
 import json
+import subprocess
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -25,6 +27,7 @@ from dlqr.cards.wine import EXAMPLE
 from serving import budget, workers
 from serving.guard import Guard
 from serving.observability import method_label
+from tests.conftest import REPO_ROOT
 from tests.serving.test_app import assert_problem, post_json
 
 WINE = dict(EXAMPLE)  # a real row of the UCI table, the card's documented example
@@ -335,3 +338,23 @@ def test_readyz_is_503_once_draining(monkeypatch):
     status, _, body, _ = call(g, method="GET", path="/readyz", body=b"")
     assert (status, body["type"]) == (503, "/docs#problem-not-ready") and "draining" in body["detail"]
     assert call(g, method="GET", path="/healthz", body=b"")[0] == 200
+
+
+@pytest.mark.parametrize(("patch", "want"), [(False, [False, False]), (True, [True, True])])
+def test_gevent_is_detected_without_importing_it(patch, want):
+    # A fresh interpreter: a sync/gthread worker (or in-process use) must not import gevent.monkey
+    # just to ask; a gevent worker has patched sockets before the app is built.
+    code = (
+        (
+            "from gevent import monkey; monkey.patch_all(thread=False, os=False, subprocess=False, signal=False); "
+            if patch
+            else ""
+        )
+        + "import json, sys; from serving.guard import _gevent_active; "
+        "print(json.dumps([_gevent_active(), 'gevent.monkey' in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == want
