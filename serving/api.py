@@ -115,20 +115,17 @@ def version_model(state: ModelState, version: str) -> LoadedModel:
 
 
 def _read_body(req: Any, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes (413)."""
-    length = req.content_length
-    if length is not None:
-        if length > limit:
-            raise RequestEntityTooLarge()
-        # Content-Length known and within the limit: read exactly that many bytes straight from
-        # the server's input, skipping Werkzeug's stream wrappers (measurable per request).
-        return req.environ["wsgi.input"].read(length) if length else b""
-    # Chunked: Werkzeug stops reading at MAX_CONTENT_LENGTH (= limit + 1) without an error,
-    # so one byte over the limit means "too large".
-    body = req.get_data(cache=False)
-    if len(body) > limit:
+    """The request body, refusing more than ``limit`` bytes (413).
+
+    serving.guard has already read every body into memory (chunked or not) and set
+    ``CONTENT_LENGTH``, so the length is always known here.
+    """
+    length = req.content_length or 0
+    if length > limit:
         raise RequestEntityTooLarge()
-    return body
+    # Read exactly that many bytes straight from the input, skipping Werkzeug's stream wrappers
+    # (measurable per request).
+    return req.environ["wsgi.input"].read(length) if length else b""
 
 
 def _encode(obj: Any) -> bytes:
