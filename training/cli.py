@@ -152,8 +152,11 @@ def default_baseline_workers() -> int:
     return min(4, cores // 4)
 
 
-def _baseline_pool(workers: int):
-    """A process pool for the baselines (spawned, not forked: the parent runs TensorFlow), or None."""
+def _process_pool(workers: int):
+    """A pool of ``workers`` processes for the baselines or the book-split fits, or None for 0.
+
+    Spawned, not forked: the parent runs TensorFlow, which does not survive fork.
+    """
     if workers <= 0:
         return None
     import multiprocessing
@@ -179,16 +182,6 @@ def default_book_workers(gpus: list[str] | None = None) -> int:
         except Exception:  # a backend that cannot say: train as before, in this process
             return 0
     return 0 if gpus else 1
-
-
-def _book_pool(workers: int):
-    """One spawned process for the book-split fits (TensorFlow does not survive fork), or None."""
-    if workers <= 0:
-        return None
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _models(arg: str) -> list[str]:
@@ -244,9 +237,9 @@ def cmd_train(args) -> int:
     device.require_gpu_if_asked()  # DLQR_REQUIRE_GPU=1: stop before any data is loaded
     print(f"== device: {device.device_description()}", flush=True)
     rows = []
-    pool = _baseline_pool(args.baseline_workers)
+    pool = _process_pool(args.baseline_workers)
     book_workers = default_book_workers() if args.book_workers is None else args.book_workers
-    book_pool = _book_pool(book_workers)
+    book_pool = _process_pool(book_workers)
     try:
         datasets, started, t_start = {}, {}, {}
         if pool is not None:  # every model's baselines start now and fit while the networks train
