@@ -41,7 +41,6 @@ connection (through the worker's ``dlqr.close_connection`` callback).
 from __future__ import annotations
 
 import io
-import json
 import logging
 import sys
 import threading
@@ -54,9 +53,9 @@ from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.http import parse_options_header
 
 from serving import budget, workers
-from serving.errors import PROBLEM_CONTENT_TYPE, problem_json
+from serving.errors import ERROR_SLUG_KEY, ServingError, render
 from serving.observability import REQUEST_ID_KEY
-from serving.workers import CLOSE_KEY, PROTOCOL_ERROR_KEY, REASONS, WorkerAborted
+from serving.workers import CLOSE_KEY, PROTOCOL_ERROR_KEY, WorkerAborted, status_line
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +69,9 @@ class ReadTimeout(Exception):
     """The body did not arrive within DLQR_READ_TIMEOUT."""
 
 
-class _Refusal(Exception):
-    def __init__(self, status: int, slug: str, detail: str, close: bool = True):
-        super().__init__(detail)
-        self.status, self.slug, self.detail, self.close = status, slug, detail, close
+def _refusal(status: int, slug: str, detail: str, close: bool = True) -> ServingError:
+    """A refusal below the app; by default the connection closes (the body is left unread)."""
+    return ServingError(status, slug, detail, close=close)
 
 
 def _gevent_active() -> bool:
@@ -139,20 +137,17 @@ class Guard:
         close: bool = False,
         headers: list[tuple[str, str]] | None = None,
     ) -> list[bytes]:
-        path = environ.get("PATH_INFO") or ""
-        if path == "/v2" or path.startswith("/v2/"):  # Open Inference Protocol: its own error body
-            body, ctype = json.dumps({"error": detail}).encode(), "application/json"
-        else:
-            body = problem_json(
-                status, slug, detail, instance=path or None, request_id=environ.get(REQUEST_ID_KEY)
-            )
-            ctype = PROBLEM_CONTENT_TYPE
+        # The same renderer as the app's error handlers: problem+json, or {"error"} under /v2.
+        environ[ERROR_SLUG_KEY] = slug
+        code, ctype, body, _ = render(
+            ServingError(status, slug, detail), environ.get("PATH_INFO") or "", environ.get(REQUEST_ID_KEY)
+        )
         if close:
             closer = environ.get(CLOSE_KEY)
             if closer is not None:
                 closer()
         start_response(
-            f"{status} {REASONS.get(status, 'Error')}",
+            status_line(code),
             [("Content-Type", ctype), ("Content-Length", str(len(body))), *(headers or [])],
         )
         return [body]
@@ -162,7 +157,7 @@ class Guard:
     def _check_head(self, environ: dict) -> None:
         encoding = environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
         if encoding and encoding != "identity":
-            raise _Refusal(
+            raise _refusal(
                 415,
                 "unsupported-encoding",
                 f"Content-Encoding {encoding!r} is not accepted; send the body uncompressed",
@@ -171,7 +166,7 @@ class Guard:
         if "charset" in ctype.lower():
             charset = parse_options_header(ctype)[1].get("charset", "").strip().lower()
             if charset and charset not in _UTF8:
-                raise _Refusal(
+                raise _refusal(
                     415, "unsupported-encoding", f"charset {charset!r} is not accepted; send UTF-8"
                 )
 
@@ -185,9 +180,9 @@ class Guard:
             try:
                 length = int(raw_length)
             except ValueError:  # Gunicorn validates it; other servers might not
-                raise _Refusal(400, "malformed-request", "Content-Length is not a number") from None
+                raise _refusal(400, "malformed-request", "Content-Length is not a number") from None
             if length > self.max_body:
-                raise _Refusal(413, "payload-too-large", self._too_large())
+                raise _refusal(413, "payload-too-large", self._too_large())
         stream = environ["wsgi.input"]
         want = self.max_body + 1 if length is None else length
         if self.gevent:
@@ -210,9 +205,9 @@ class Guard:
             if deadline is not None and time.monotonic() > deadline:
                 raise ReadTimeout()
         if length is not None and got < length:
-            raise _Refusal(400, "malformed-request", f"the body ended after {got} of {length} bytes")
+            raise _refusal(400, "malformed-request", f"the body ended after {got} of {length} bytes")
         if length is None and got > self.max_body:
-            raise _Refusal(413, "payload-too-large", self._too_large())
+            raise _refusal(413, "payload-too-large", self._too_large())
         return b"".join(parts)
 
     def _too_large(self) -> str:
@@ -224,7 +219,7 @@ class Guard:
         if not (mimetype == "application/json" or mimetype.endswith("+json")):
             return
         if body.startswith(_BOMS) or (len(body) >= 2 and (body[0] == 0 or body[1] == 0)):
-            raise _Refusal(
+            raise _refusal(
                 415,
                 "unsupported-encoding",
                 "the JSON body starts with a byte-order mark or is UTF-16/32; send UTF-8 without a BOM",
@@ -252,7 +247,7 @@ class Guard:
             body = self._read_body(environ)
             if body:
                 self._check_text(environ, body)
-        except _Refusal as exc:
+        except ServingError as exc:
             return self._answer(environ, start_response, exc.status, exc.slug, exc.detail, close=exc.close)
         except ReadTimeout:
             self._rejected["read_timeout"].inc()

@@ -211,13 +211,6 @@ class Metrics:
 
     # -------------------------------------------------------------- model state
 
-    def set_model_state(
-        self, name: str, ready: bool, version: str | None = None, sha256: str | None = None
-    ) -> None:
-        self.model_ready.labels(name).set(1 if ready else 0)
-        if ready and version is not None:
-            self.model_info.labels(name, version, sha256 or "").set(1)
-
     def set_served_versions(self, name: str, ready: bool, served: Sequence[tuple[str, str]]) -> None:
         """``model_ready`` and ``model_info``: 1 for each (version, onnx sha256) served now, 0 for
         the ones this process served before and no longer does (hot swap, removal)."""

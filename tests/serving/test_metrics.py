@@ -93,6 +93,6 @@ def test_observe_prediction_uses_the_tasks_outcomes_and_values():
     assert value("model_predicted_value_count", model="digit") is None  # no scalar: no series
     assert value("model_batch_size_sum", model="digit") == 2
     assert value("model_ready", model="wine") == 0  # until the registry says so
-    m.set_model_state("wine", True, "v1", "abc")
+    m.set_served_versions("wine", True, [("v1", "abc")])
     assert value("model_ready", model="wine") == 1
     assert value("model_info", model="wine", version="v1", sha256="abc") == 1

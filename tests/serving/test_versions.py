@@ -108,6 +108,16 @@ def test_a_pinned_version_that_is_absent_is_not_ready(repo, make_app):
     assert status == 503 and "pinned version '7.0' is not in" in body["detail"]
 
 
+def test_a_pinned_version_that_is_absent_writes_one_log_line(repo, make_app, caplog):
+    with caplog.at_level("ERROR", logger="serving.registry"):
+        app = _wine_app(make_app, repo, VERSION_POLICY="7.0")
+        app.extensions["dlqr"].registry.refresh("wine")  # a poll with nothing changed: no second line
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "pinned_version_missing"]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+    assert lines[0].version == "7.0" and lines[0].found == ["1.9"]
+    assert "pinned version '7.0' is not in" in lines[0].getMessage()
+
+
 def test_unknown_version_is_404_problem_json(repo, make_app):
     client = _wine_app(make_app, repo).test_client()
     r = client.post("/predict/wine?version=3.0", json=_instance(repo))
