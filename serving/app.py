@@ -80,6 +80,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def on_change(state) -> None:
         served = [(v.version, v.model.bundle.onnx_sha256 or "") for v in state.served()]
         met.set_served_versions(state.name, state.ready, served)
+        if state.model is not None and state.model.range_min is not None:
+            met.declare_ranges(state.name, state.model.features)
 
     registry = Registry(
         settings.artifacts_dir,

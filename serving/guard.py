@@ -1,7 +1,7 @@
 """Hardening middleware: framing, encodings, body deadline, overload shedding, request deadline, drain.
 
 One WSGI middleware between :mod:`serving.observability` (outside: request id,
-access log, ``http_requests_total``) and Flask (inside), so every answer it
+access log, ``dlqr_http_requests_total``) and Flask (inside), so every answer it
 gives is a counted, logged RFC 9457 problem (on ``/v2`` paths the Open Inference
 Protocol's ``{"error": ...}`` body instead, see :mod:`serving.v2`). In order, per request:
 
@@ -20,7 +20,7 @@ Protocol's ``{"error": ...}`` body instead, see :mod:`serving.v2`). In order, pe
    A JSON body starting with a byte-order mark or in UTF-16/32 is 415. The app
    then reads the body from memory (``CONTENT_LENGTH`` is set).
 5. **Admission.** POST requests take one of ``DLQR_MAX_INFLIGHT`` work slots per
-   worker or get 503 + Retry-After (``http_requests_rejected_total{reason="overload"}``).
+   worker or get 503 + Retry-After (``dlqr_http_requests_rejected_total{reason="overload"}``).
    Under gevent the request then yields once, so that requests already
    received queue up behind each other and are counted in flight (CPU-bound
    work never yields by itself, so without this the count would stay at 1).
@@ -54,6 +54,7 @@ from werkzeug.http import parse_options_header
 
 from serving import budget, workers
 from serving.errors import ERROR_SLUG_KEY, ServingError, render
+from serving.metrics import PREFIX
 from serving.observability import REQUEST_ID_KEY
 from serving.workers import CLOSE_KEY, PROTOCOL_ERROR_KEY, WorkerAborted, status_line
 
@@ -106,13 +107,13 @@ class Guard:
 
         reg = {"registry": registry}
         self.inflight_gauge = Gauge(
-            "http_requests_in_flight",
+            PREFIX + "http_requests_in_flight",
             "POST requests holding a work slot (DLQR_MAX_INFLIGHT per worker), summed over workers.",
             multiprocess_mode="livesum",
             **reg,
         )
         self.rejected = Counter(
-            "http_requests_rejected",
+            PREFIX + "http_requests_rejected",
             "Requests refused to protect the service: overload (503), deadline (503/504), "
             "read_timeout (408), worker_timeout (504).",
             ["reason"],

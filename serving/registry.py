@@ -71,7 +71,7 @@ class VersionState:
 
 @dataclass
 class ModelState:
-    """Readiness of one model as reported by /readyz, /models and ``model_ready``.
+    """Readiness of one model as reported by /readyz, /models and ``dlqr_model_ready``.
 
     Replaced as a whole (never mutated) when anything changes, so a request that read
     ``registry.states[name]`` keeps a consistent view, and the model it uses, to the end.

@@ -19,7 +19,7 @@
 All three answer what Gunicorn refuses itself (bad request line or header,
 414, 431, a worker timeout) as problem+json through the app (see
 :data:`serving.PROTOCOL_ERROR_KEY`), so it is counted in
-``http_requests_total`` and logged with a request id, instead of Gunicorn's
+``dlqr_http_requests_total`` and logged with a request id, instead of Gunicorn's
 text/html. SIGTERM also turns ``/readyz`` to 503 at once (:func:`start_draining`),
 and a worker timeout (SIGABRT) raises :class:`serving.WorkerAborted` in
 the request that hogs the worker, which is answered 504 before the worker exits.

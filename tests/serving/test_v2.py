@@ -64,13 +64,13 @@ def test_tensor_outputs_follow_the_task():
 def test_v2_traffic_counts_under_the_same_model_labels(make_app, artifacts, golden):
     client = make_app(ARTIFACTS_DIR=artifacts, MODELS=("seizure",)).test_client()
     instances = [g["input"] for g in golden["seizure"]]
-    before = _metric(client, "model_batch_size_count", model="seizure")
+    before = _metric(client, "dlqr_model_batch_size_count", model="seizure")
     r = client.post("/v2/models/seizure/infer", json=_request("seizure", _rows("seizure", instances)))
     assert r.status_code == 200
-    assert _metric(client, "model_batch_size_count", model="seizure") == before + 1
-    assert _metric(client, "model_predictions_total", model="seizure") == len(instances)
-    assert _metric(client, "http_request_duration_seconds_count", model="seizure") >= 1
-    assert _metric(client, "http_requests_total", endpoint="/v2/models/seizure/infer", status="200") == 1
+    assert _metric(client, "dlqr_model_batch_size_count", model="seizure") == before + 1
+    assert _metric(client, "dlqr_model_predictions_total", model="seizure") == len(instances)
+    assert _metric(client, "dlqr_http_request_duration_seconds_count", model="seizure") >= 1
+    assert _metric(client, "dlqr_http_requests_total", endpoint="/v2/models/seizure/infer", status="200") == 1
 
 
 def test_v2_applies_the_cards_validation_with_the_offending_feature(client, golden):

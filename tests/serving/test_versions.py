@@ -165,8 +165,8 @@ def test_good_new_version_is_swapped_in_and_the_old_one_freed(repo, artifacts, m
     assert _version(client, repo)[1]["version"] == "1.10"
     gc.collect()
     assert old() is None, "the retired version is still referenced"
-    assert _metric(client, "model_info", model="wine", version="1.10") == 1.0
-    assert _metric(client, "model_info", model="wine", version="1.9") == 0.0
+    assert _metric(client, "dlqr_model_info", model="wine", version="1.10") == 1.0
+    assert _metric(client, "dlqr_model_info", model="wine", version="1.9") == 0.0
 
 
 def test_a_request_in_flight_finishes_on_the_old_version(repo, artifacts, make_app):
@@ -215,7 +215,7 @@ def test_a_bad_new_version_is_refused_and_the_old_one_keeps_serving(
     versions = {v["version"]: v for v in client.get("/models/wine").get_json()["versions"]}
     assert versions["1.10"]["status"] == "failed" and fragment in versions["1.10"]["reason"]
     assert versions["1.10"]["file"] == file and versions["1.9"]["status"] == "ready"
-    assert _metric(client, "model_refused_total", model="wine") == 1.0
+    assert _metric(client, "dlqr_model_refused_total", model="wine") == 1.0
     err = [json.loads(line) for line in capsys.readouterr().err.splitlines() if '"model_refused"' in line]
     assert err and err[-1]["level"] == "ERROR" and err[-1]["file"].endswith(f"1.10/{file}")
     assert reg.poll() == []  # refused once: not retried until the directory changes
