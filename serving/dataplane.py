@@ -299,9 +299,9 @@ class DataPlane:
         if metrics is not None:
             metrics.observe_ranges(name, model.features, rows, model.range_min, model.range_max)
         outputs, seconds = self.run(model, rows)
-        finite = np.isfinite(outputs).all(axis=1)
         row_errors: dict[int, ServingError] = {}
-        if not finite.all():
+        if not np.isfinite(outputs).all():  # one pass on the common path; rows only on failure
+            finite = np.isfinite(outputs).all(axis=1)
             if not per_row:
                 # Schema bounds make this unreachable for sane weights; never emit NaN or a 500.
                 raise ServingError(422, "validation-error", NON_FINITE,
