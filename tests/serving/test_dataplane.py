@@ -229,3 +229,32 @@ def test_observers_never_block_a_full_queue_drops_and_counts():
 def test_request_info_defaults():
     info = RequestInfo("offline")
     assert info.version is None and info.request_id is None and info.started > 0
+
+
+def test_per_row_refuses_only_the_non_finite_rows(artifacts, golden):
+    from serving.registry import Registry
+    from serving.schemas import model_schemas
+
+    card = get_card("wine")
+    reg = Registry(
+        artifacts, {"wine": model_schemas(card, 4).instance_adapter.validate_python}, names=("wine",)
+    )
+    reg.load_all()
+    model = reg.states["wine"].model
+
+    def second_row_nan(model, x):
+        out = np.asarray(model.forward(x), dtype=np.float64)
+        out[1] = np.nan
+        return out
+
+    plane = DataPlane(reg, runner=second_row_nan)
+    instances = [TypeAdapter(card.instance).validate_python(g["input"]) for g in golden["wine"][:3]]
+    rows = card.rows(instances, model.features)
+    pred = plane.predict(model, rows, RequestInfo("offline"), per_row=True)
+    assert list(pred.row_errors) == [1] and pred.row_errors[1].slug == "validation-error"
+    assert pred.predictions[1] is None and all(pred.predictions[i] for i in (0, 2))
+    whole = DataPlane(reg).predict(model, rows, RequestInfo("offline")).predictions
+    assert [pred.predictions[0], pred.predictions[2]] == [whole[0], whole[2]]
+    with pytest.raises(ServingError) as exc:  # a request door refuses the whole request
+        plane.predict(model, rows, RequestInfo("predict"))
+    assert (exc.value.status, exc.value.slug) == (422, "validation-error")
