@@ -56,7 +56,8 @@ class Task:
     kind: str = ""
     #: Keras activation of the output layer (used by training recipes).
     output_activation: str = ""
-    #: Histogram buckets for ``model_predicted_value`` (None: the task has no scalar value).
+    #: Histogram buckets for ``dlqr_model_predicted_value`` (regression) or ``dlqr_model_predicted_probability``
+    #: (binary); None: the task has no scalar value.
     value_buckets: tuple[float, ...] | None = None
 
     def output_dim(self) -> int:
@@ -93,7 +94,7 @@ class Task:
         raise NotImplementedError
 
     def outcome_labels(self) -> tuple[str, ...]:
-        """Values of the ``outcome`` label of ``model_predictions_total``."""
+        """Values of the ``outcome`` label of ``dlqr_model_predictions_total``."""
         raise NotImplementedError
 
     def outcomes(self, preds: list[dict[str, Any]]) -> dict[str, int]:
@@ -101,7 +102,7 @@ class Task:
         raise NotImplementedError
 
     def values(self, preds: list[dict[str, Any]]) -> list[float] | None:
-        """Scalar values for ``model_predicted_value`` (None when the task has none)."""
+        """Scalar values for the predicted value/probability histogram (None when the task has none)."""
         return None
 
 

@@ -249,14 +249,14 @@ class Server:
 
     def _all_workers_ready(self) -> bool:
         if self.kind == "service":
-            # model_ready is the minimum over live workers: 1 only when every worker has loaded and
+            # dlqr_model_ready is the minimum over live workers: 1 only when every worker has loaded and
             # self-tested every model (workers register it as 0 at boot, long before loading ends).
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
                     text = r.read().decode()
             except OSError:
                 return False
-            values = re.findall(r'^model_ready\{model="(\w+)"\} ([\d.]+)$', text, re.M)
+            values = re.findall(r'^dlqr_model_ready\{model="(\w+)"\} ([\d.]+)$', text, re.M)
             return len(values) == len(MODELS) and all(float(v) == 1.0 for _, v in values)
         # reference servers load at import: a worker answers only once loaded; probe a few times
         return all(get(f"http://127.0.0.1:{self.port}/readyz") == 200 for _ in range(20))

@@ -673,13 +673,13 @@ def scenario_cpu_bomb(srv: Server, quick: bool, limit: int) -> Result:
     time.sleep(0.5)
     after = scrape(srv.port)
     counted = sum(
-        metric_sum(after, "http_requests_total", endpoint="/predict/digit", status=str(s))
-        - metric_sum(before, "http_requests_total", endpoint="/predict/digit", status=str(s))
+        metric_sum(after, "dlqr_http_requests_total", endpoint="/predict/digit", status=str(s))
+        - metric_sum(before, "dlqr_http_requests_total", endpoint="/predict/digit", status=str(s))
         for s in {r.status for r in answers if r.status}
     )
     fig["counted_in_http_requests_total"] = f"{int(counted)}/{len(answers)}"
     if counted != len(answers):
-        failures.append(f"only {counted} of {len(answers)} answers in http_requests_total")
+        failures.append(f"only {counted} of {len(answers)} answers in dlqr_http_requests_total")
     return Result("cpu-bomb", fig, failures)
 
 
@@ -712,11 +712,11 @@ def scenario_chunked(srv: Server) -> Result:
     time.sleep(0.5)
     after = scrape(srv.port)
     fig["tracebacks_logged"] = srv.log().count("Traceback") - before_tb
-    c400 = metric_sum(after, "http_requests_total", status="400") - metric_sum(
-        before, "http_requests_total", status="400"
+    c400 = metric_sum(after, "dlqr_http_requests_total", status="400") - metric_sum(
+        before, "dlqr_http_requests_total", status="400"
     )
-    c500 = metric_sum(after, "http_requests_total", status="500") - metric_sum(
-        before, "http_requests_total", status="500"
+    c500 = metric_sum(after, "dlqr_http_requests_total", status="500") - metric_sum(
+        before, "dlqr_http_requests_total", status="500"
     )
     fig["counted"] = {"400": int(c400), "500": int(c500)}
     if fig["tracebacks_logged"]:
@@ -777,13 +777,13 @@ def scenario_parser_errors(srv: Server) -> Result:
     time.sleep(0.5)
     after = scrape(srv.port)
     counted = sum(
-        metric_sum(after, "http_requests_total", status=str(s))
-        - metric_sum(before, "http_requests_total", status=str(s))
+        metric_sum(after, "dlqr_http_requests_total", status=str(s))
+        - metric_sum(before, "dlqr_http_requests_total", status=str(s))
         for s in (400, 414, 431)
     )
     fig["counted"] = f"{int(counted)}/{len(cases)}"
     if counted != len(cases):
-        failures.append(f"only {int(counted)} of {len(cases)} counted in http_requests_total")
+        failures.append(f"only {int(counted)} of {len(cases)} counted in dlqr_http_requests_total")
     return Result("parser-errors", fig, failures)
 
 
@@ -810,7 +810,7 @@ def scenario_methods(srv: Server, n: int) -> Result:
             t0 = time.monotonic()
             text = scrape(srv.port)
             times.append(time.monotonic() - t0)
-        series = sum(1 for line in text.splitlines() if line.startswith("http_requests_total{"))
+        series = sum(1 for line in text.splitlines() if line.startswith("dlqr_http_requests_total{"))
         return series, len(text.encode()), statistics.median(times) * 1000
 
     s0, b0, ms0 = metrics_figures()
@@ -847,7 +847,7 @@ def scenario_methods(srv: Server, n: int) -> Result:
     }
     failures = []
     if s1 - s0 > 8:
-        failures.append(f"http_requests_total grew by {s1 - s0} series")
+        failures.append(f"dlqr_http_requests_total grew by {s1 - s0} series")
     if any(str(k).startswith("5") or not str(k).isdigit() for k in statuses):
         failures.append(f"answers {dict(statuses)}")
     return Result("methods", fig, failures)
@@ -859,13 +859,13 @@ def scenario_overload(srv: Server, conc: int, seconds: float, inflight: int | No
     in_flight = []
     t_end = time.monotonic() + seconds
     while time.monotonic() < t_end:
-        in_flight.append(metric_sum(scrape(srv.port), "http_requests_in_flight"))
+        in_flight.append(metric_sum(scrape(srv.port), "dlqr_http_requests_in_flight"))
         time.sleep(0.2)
     load.stop()
     fig = load.summary()
     text = scrape(srv.port)
     fig["in_flight_max"] = max(in_flight)
-    fig["rejected_total"] = metric_sum(text, "http_requests_rejected_total", reason="overload")
+    fig["rejected_total"] = metric_sum(text, "dlqr_http_requests_rejected_total", reason="overload")
     shed = load.sample_headers.get(503, {})
     fig["503_headers"] = {k: shed.get(k) for k in ("content-type", "retry-after")} if shed else None
     failures = []
@@ -988,8 +988,8 @@ def scenario_worker_timeout(srv: Server, limit: int) -> Result:
     probe.stop()
     srv.wait_ready()
     after = scrape(srv.port)
-    counted = metric_sum(after, "http_requests_total", status=str(r.status)) - metric_sum(
-        before, "http_requests_total", status=str(r.status)
+    counted = metric_sum(after, "dlqr_http_requests_total", status=str(r.status)) - metric_sum(
+        before, "dlqr_http_requests_total", status=str(r.status)
     )
     detail = json.loads(r.body).get("detail") if r.problem else r.body[:80].decode(errors="replace")
     fig = {
@@ -1005,7 +1005,7 @@ def scenario_worker_timeout(srv: Server, limit: int) -> Result:
     if r.status not in (503, 504) or not r.problem:
         failures.append(f"answered {fig['answer']}")
     if counted != 1:
-        failures.append("the answer is not in http_requests_total")
+        failures.append("the answer is not in dlqr_http_requests_total")
     return Result("worker-timeout", fig, failures)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from importlib import metadata
 from typing import Any
 
 from flask import Flask
@@ -23,10 +22,10 @@ from serving.runtime import prepare_process_env
 from serving.settings import Settings, SettingsError
 
 #: Extra config keys (besides upper-cased Settings fields such as ARTIFACTS_DIR, MAX_BATCH):
-#: SETTINGS: a ready Settings object; MODEL_LOADING: "sync" (default), "background" or "none";
+#: SETTINGS: a ready Settings object; MODEL_LOADING: "sync" (default) or "none" (nothing loaded);
 #: MODELS: names to serve (default DLQR_MODELS, else every registered card);
 #: WATCH: start this process's repository watcher (hot swap; serving/wsgi.py sets it for Gunicorn workers).
-LOADING_MODES = ("background", "sync", "none")
+LOADING_MODES = ("sync", "none")
 
 
 def _settings(config: Mapping[str, Any]) -> Settings:
@@ -42,13 +41,6 @@ def _settings(config: Mapping[str, Any]) -> Settings:
     return Settings.from_env(**overrides)
 
 
-def _package_version() -> str:
-    try:
-        return metadata.version("dlqr-serving")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the Flask app; raises SettingsError on invalid settings."""
     prepare_process_env()
@@ -61,8 +53,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from dlqr import card as cards
     from serving import api, budget, errors, guard, logs, metrics, openapi, v2
+    from serving.dataplane import DataPlane
     from serving.registry import Registry
     from serving.schemas import build_schemas
+    from serving.service import Service, package_version
 
     logs.configure(settings.log_level)
     app = Flask("serving")
@@ -86,6 +80,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def on_change(state) -> None:
         served = [(v.version, v.model.bundle.onnx_sha256 or "") for v in state.served()]
         met.set_served_versions(state.name, state.ready, served)
+        if state.model is not None and state.model.range_min is not None:
+            met.declare_ranges(state.name, state.model.features)
 
     registry = Registry(
         settings.artifacts_dir,
@@ -97,7 +93,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         policy=settings.policy,
         on_refused=lambda name, version: met.model_refused.labels(name).inc(),
     )
-    app.extensions["dlqr"] = api.Service(
+    app.extensions["dlqr"] = Service(
         settings=settings,
         registry=registry,
         metrics=met,
@@ -109,11 +105,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             "charge_pixels": budget.charge_pixels,
         },
         access_log=logs.AccessLog(),
+        plane=DataPlane(registry, met),
     )
-    guard.init_app(app, settings, met.registry)  # issue 8; must stay inside api's observability wrapper
+    guard.init_app(app, settings, met.registry)  # must stay inside api's observability wrapper
     api.init_app(app)
     v2.init_app(app, served)
-    openapi.init_app(app, schemas, _package_version())
+    openapi.init_app(app, schemas, package_version(), v2.openapi_paths(app.extensions["dlqr_v2"]))
     logging.getLogger("serving.app").info(
         "app created",
         extra={
@@ -127,10 +124,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     if mode == "sync":
         registry.load_all()
-    elif mode == "background":
-        registry.start_background()
     if config.get("WATCH"):
-        from serving.hotswap import start_watcher
+        from serving.registry import start_watcher
 
         app.extensions["dlqr_watcher"] = start_watcher(registry, settings.poll_seconds)
     return app

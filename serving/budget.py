@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from serving.errors import ProblemError
+from serving.errors import ServingError
 
 
-class BudgetExceeded(ProblemError):
+class BudgetExceeded(ServingError):
     """The request asks for more decoding work than one request may cost (413)."""
 
     def __init__(self, used: int, limit: int):
@@ -35,7 +35,7 @@ class BudgetExceeded(ProblemError):
         )
 
 
-class DeadlineExceeded(ProblemError):
+class DeadlineExceeded(ServingError):
     """The request ran past its deadline (504, or 503 when it never started work)."""
 
     def __init__(self, seconds: float, status: int = 504, what: str = "working on it"):

@@ -1,10 +1,20 @@
-"""RFC 9457 ``application/problem+json`` errors for every failure path.
+"""The one error type of the service, and how each door renders it.
 
-Bad input never becomes a 500 and no response ever carries a stack trace:
-HTTP errors from routing (404, 405, 413) are converted here, the API raises
-:class:`ProblemError` for its own checks, and anything unexpected becomes a
-generic 500 carrying only the request id (the traceback goes to the log).
-Each ``type`` is a stable reference documented on ``/docs``.
+Every refusal, from the hardening middleware to the data plane, is a
+:class:`ServingError`: an HTTP status, a stable type slug (documented on
+``/docs``) and a detail for the client. Each door renders the same error in
+its own wire format:
+
+- :func:`problem_json`: RFC 9457 ``application/problem+json`` (``/predict``, ``/models``, ops);
+- :func:`v2_json`: the Open Inference Protocol's ``{"error": "..."}`` under ``/v2``, whose
+  status is :func:`v2_status` (the protocol answers a bad request with 400, never 422);
+- :func:`cli_line`: one line for the offline scoring command.
+
+:func:`render` picks the HTTP format from the path; Flask's handlers here and
+the WSGI middleware (:mod:`serving.guard`) both call it. Bad input never becomes
+a 500 and no response ever carries a stack trace: HTTP errors from routing
+(404, 405, 413) are converted here, and anything unexpected becomes a generic
+500 carrying only the request id (the traceback goes to the log).
 """
 
 from __future__ import annotations
@@ -18,6 +28,10 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from serving.observability import REQUEST_ID_KEY
+
+#: Set on the WSGI environ when a request is answered with an error: its type slug (the access
+#: log and the tests read the decision from it, whatever the door's wire format).
+ERROR_SLUG_KEY = "dlqr.error_type"
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +64,7 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "Internal server error",
         "Unexpected failure; quote the request_id when reporting it (500).",
     ),
-    # --- issue 8: answered by serving/guard.py and serving/workers.py ---
+    # answered by serving/guard.py and serving/workers.py, below the app
     "malformed-request": (
         "Malformed request",
         "The HTTP framing cannot be read: request line, a header or the chunked body (400). "
@@ -82,7 +96,6 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "The request could not be answered within DLQR_REQUEST_TIMEOUT seconds: 503 when it waited "
         "that long for a worker, 504 when the work itself took that long (also after a worker timeout).",
     ),
-    # --- end issue 8 ---
     "http-error": ("HTTP error", "Another HTTP-level error (4xx/5xx)."),
 }
 
@@ -105,8 +118,13 @@ def problem_type(slug: str) -> str:
     return f"/docs#problem-{slug}"
 
 
-class ProblemError(Exception):
-    """Raise from a view to answer with a problem+json body."""
+class ServingError(Exception):
+    """A refusal: HTTP ``status``, type ``slug`` (a key of :data:`PROBLEM_TYPES`) and ``detail``.
+
+    ``errors`` lists field errors (problem+json only), ``headers`` are sent with the answer
+    (``Retry-After``, ``Allow``), ``extra`` adds members to the problem body, and ``close``
+    asks the server to close the connection (the body or its framing is unknown).
+    """
 
     def __init__(
         self,
@@ -117,6 +135,7 @@ class ProblemError(Exception):
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
         extra: dict[str, Any] | None = None,
+        close: bool = False,
     ):
         super().__init__(detail)
         self.status = status
@@ -125,6 +144,10 @@ class ProblemError(Exception):
         self.errors = errors
         self.headers = headers or {}
         self.extra = extra or {}
+        self.close = close
+
+    def __repr__(self) -> str:
+        return f"ServingError({self.status}, {self.slug!r}, {self.detail!r})"
 
 
 def problem_json(
@@ -153,6 +176,47 @@ def problem_json(
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def v2_status(status: int) -> int:
+    """The Open Inference Protocol's status for a decision: a request the schema refuses is 400."""
+    return 400 if status == 422 else status
+
+
+def v2_json(err: ServingError) -> bytes:
+    """The Open Inference Protocol's error body: ``{"error": detail}``."""
+    return json.dumps({"error": err.detail}, separators=(",", ":")).encode()
+
+
+def cli_line(err: ServingError, where: str | None = None) -> str:
+    """One line for the offline command: ``where: detail`` (the slug stays in the Result)."""
+    return f"{where}: {err.detail}" if where else err.detail
+
+
+def is_v2_path(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def render(
+    err: ServingError, path: str, request_id: str | None
+) -> tuple[int, str, bytes, list[tuple[str, str]]]:
+    """``(status, content type, body, headers)`` of an error answered on ``path``, outside Flask too."""
+    headers = list(err.headers.items())
+    if is_v2_path(path):
+        return v2_status(err.status), "application/json", v2_json(err), headers
+    body = problem_json(err.status, err.slug, err.detail, instance=path or None, request_id=request_id,
+                        errors=err.errors, extra=err.extra)  # fmt: skip
+    return err.status, PROBLEM_CONTENT_TYPE, body, headers
+
+
+def error_response(err: ServingError) -> Response:
+    """Flask response for ``err`` in the current request's wire format."""
+    request.environ[ERROR_SLUG_KEY] = err.slug
+    status, ctype, body, headers = render(err, request.path, request.environ.get(REQUEST_ID_KEY))
+    resp = Response(body, status=status, content_type=ctype)
+    for key, value in headers:
+        resp.headers[key] = value
+    return resp
+
+
 def problem_response(
     status: int,
     slug: str,
@@ -162,21 +226,12 @@ def problem_response(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Response:
-    """Build the problem+json response (request id included when known)."""
-    body = problem_json(
-        status,
-        slug,
-        detail,
-        instance=request.path if request else None,
-        request_id=request.environ.get(REQUEST_ID_KEY) if request else None,
-        errors=errors,
-        extra=extra,
-    )
-    resp = Response(body, status=status, content_type=PROBLEM_CONTENT_TYPE)
-    for key, value in (headers or {}).items():
-        resp.headers[key] = value
-    return resp
+    """Build the error response (request id included when known)."""
+    return error_response(ServingError(status, slug, detail, errors=errors, headers=headers, extra=extra))
 
+
+#: ``app.extensions`` key of an optional ``allowed(path) -> "GET, HEAD"`` for 405 answers.
+ALLOWED_METHODS_KEY = "dlqr_allowed_methods"
 
 _HTTP_SLUGS = {
     400: "bad-request",
@@ -194,6 +249,9 @@ def _http_error(exc: HTTPException) -> Response:
     headers = {}
     if status == 405:
         allow = dict(exc.get_headers()).get("Allow")
+        allowed = current_app.extensions.get(ALLOWED_METHODS_KEY)
+        if allowed is not None:  # a door that knows its own routes better (serving.v2)
+            allow = allowed(request.path) or allow
         if allow:
             headers["Allow"] = allow
         detail = f"{request.method} is not allowed on {request.path}; allowed: {allow or 'none'}"
@@ -208,12 +266,6 @@ def _http_error(exc: HTTPException) -> Response:
     else:
         detail = exc.description or exc.name
     return problem_response(status, _HTTP_SLUGS.get(status, "http-error"), detail, headers=headers)
-
-
-def _problem(exc: ProblemError) -> Response:
-    return problem_response(
-        exc.status, exc.slug, exc.detail, errors=exc.errors, headers=exc.headers, extra=exc.extra
-    )
 
 
 def _unexpected(exc: BaseException) -> Response:
@@ -236,6 +288,6 @@ def _unexpected(exc: BaseException) -> Response:
 
 def init_app(app: Flask) -> None:
     """Register the handlers (most specific first)."""
-    app.register_error_handler(ProblemError, _problem)
+    app.register_error_handler(ServingError, error_response)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

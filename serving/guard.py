@@ -1,7 +1,7 @@
 """Hardening middleware: framing, encodings, body deadline, overload shedding, request deadline, drain.
 
 One WSGI middleware between :mod:`serving.observability` (outside: request id,
-access log, ``http_requests_total``) and Flask (inside), so every answer it
+access log, ``dlqr_http_requests_total``) and Flask (inside), so every answer it
 gives is a counted, logged RFC 9457 problem (on ``/v2`` paths the Open Inference
 Protocol's ``{"error": ...}`` body instead, see :mod:`serving.v2`). In order, per request:
 
@@ -20,7 +20,7 @@ Protocol's ``{"error": ...}`` body instead, see :mod:`serving.v2`). In order, pe
    A JSON body starting with a byte-order mark or in UTF-16/32 is 415. The app
    then reads the body from memory (``CONTENT_LENGTH`` is set).
 5. **Admission.** POST requests take one of ``DLQR_MAX_INFLIGHT`` work slots per
-   worker or get 503 + Retry-After (``http_requests_rejected_total{reason="overload"}``).
+   worker or get 503 + Retry-After (``dlqr_http_requests_rejected_total{reason="overload"}``).
    Under gevent the request then yields once, so that requests already
    received queue up behind each other and are counted in flight (CPU-bound
    work never yields by itself, so without this the count would stay at 1).
@@ -41,7 +41,6 @@ connection (through the worker's ``dlqr.close_connection`` callback).
 from __future__ import annotations
 
 import io
-import json
 import logging
 import sys
 import threading
@@ -54,9 +53,10 @@ from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.http import parse_options_header
 
 from serving import budget, workers
-from serving.errors import PROBLEM_CONTENT_TYPE, problem_json
+from serving.errors import ERROR_SLUG_KEY, ServingError, render
+from serving.metrics import PREFIX
 from serving.observability import REQUEST_ID_KEY
-from serving.workers import CLOSE_KEY, PROTOCOL_ERROR_KEY, REASONS, WorkerAborted
+from serving.workers import CLOSE_KEY, PROTOCOL_ERROR_KEY, WorkerAborted, status_line
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,9 @@ class ReadTimeout(Exception):
     """The body did not arrive within DLQR_READ_TIMEOUT."""
 
 
-class _Refusal(Exception):
-    def __init__(self, status: int, slug: str, detail: str, close: bool = True):
-        super().__init__(detail)
-        self.status, self.slug, self.detail, self.close = status, slug, detail, close
+def _refusal(status: int, slug: str, detail: str, close: bool = True) -> ServingError:
+    """A refusal below the app; by default the connection closes (the body is left unread)."""
+    return ServingError(status, slug, detail, close=close)
 
 
 def _gevent_active() -> bool:
@@ -108,13 +107,13 @@ class Guard:
 
         reg = {"registry": registry}
         self.inflight_gauge = Gauge(
-            "http_requests_in_flight",
+            PREFIX + "http_requests_in_flight",
             "POST requests holding a work slot (DLQR_MAX_INFLIGHT per worker), summed over workers.",
             multiprocess_mode="livesum",
             **reg,
         )
         self.rejected = Counter(
-            "http_requests_rejected",
+            PREFIX + "http_requests_rejected",
             "Requests refused to protect the service: overload (503), deadline (503/504), "
             "read_timeout (408), worker_timeout (504).",
             ["reason"],
@@ -139,20 +138,17 @@ class Guard:
         close: bool = False,
         headers: list[tuple[str, str]] | None = None,
     ) -> list[bytes]:
-        path = environ.get("PATH_INFO") or ""
-        if path == "/v2" or path.startswith("/v2/"):  # Open Inference Protocol: its own error body
-            body, ctype = json.dumps({"error": detail}).encode(), "application/json"
-        else:
-            body = problem_json(
-                status, slug, detail, instance=path or None, request_id=environ.get(REQUEST_ID_KEY)
-            )
-            ctype = PROBLEM_CONTENT_TYPE
+        # The same renderer as the app's error handlers: problem+json, or {"error"} under /v2.
+        environ[ERROR_SLUG_KEY] = slug
+        code, ctype, body, _ = render(
+            ServingError(status, slug, detail), environ.get("PATH_INFO") or "", environ.get(REQUEST_ID_KEY)
+        )
         if close:
             closer = environ.get(CLOSE_KEY)
             if closer is not None:
                 closer()
         start_response(
-            f"{status} {REASONS.get(status, 'Error')}",
+            status_line(code),
             [("Content-Type", ctype), ("Content-Length", str(len(body))), *(headers or [])],
         )
         return [body]
@@ -162,7 +158,7 @@ class Guard:
     def _check_head(self, environ: dict) -> None:
         encoding = environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
         if encoding and encoding != "identity":
-            raise _Refusal(
+            raise _refusal(
                 415,
                 "unsupported-encoding",
                 f"Content-Encoding {encoding!r} is not accepted; send the body uncompressed",
@@ -171,7 +167,7 @@ class Guard:
         if "charset" in ctype.lower():
             charset = parse_options_header(ctype)[1].get("charset", "").strip().lower()
             if charset and charset not in _UTF8:
-                raise _Refusal(
+                raise _refusal(
                     415, "unsupported-encoding", f"charset {charset!r} is not accepted; send UTF-8"
                 )
 
@@ -185,9 +181,9 @@ class Guard:
             try:
                 length = int(raw_length)
             except ValueError:  # Gunicorn validates it; other servers might not
-                raise _Refusal(400, "malformed-request", "Content-Length is not a number") from None
+                raise _refusal(400, "malformed-request", "Content-Length is not a number") from None
             if length > self.max_body:
-                raise _Refusal(413, "payload-too-large", self._too_large())
+                raise _refusal(413, "payload-too-large", self._too_large())
         stream = environ["wsgi.input"]
         want = self.max_body + 1 if length is None else length
         if self.gevent:
@@ -210,9 +206,9 @@ class Guard:
             if deadline is not None and time.monotonic() > deadline:
                 raise ReadTimeout()
         if length is not None and got < length:
-            raise _Refusal(400, "malformed-request", f"the body ended after {got} of {length} bytes")
+            raise _refusal(400, "malformed-request", f"the body ended after {got} of {length} bytes")
         if length is None and got > self.max_body:
-            raise _Refusal(413, "payload-too-large", self._too_large())
+            raise _refusal(413, "payload-too-large", self._too_large())
         return b"".join(parts)
 
     def _too_large(self) -> str:
@@ -224,7 +220,7 @@ class Guard:
         if not (mimetype == "application/json" or mimetype.endswith("+json")):
             return
         if body.startswith(_BOMS) or (len(body) >= 2 and (body[0] == 0 or body[1] == 0)):
-            raise _Refusal(
+            raise _refusal(
                 415,
                 "unsupported-encoding",
                 "the JSON body starts with a byte-order mark or is UTF-16/32; send UTF-8 without a BOM",
@@ -252,7 +248,7 @@ class Guard:
             body = self._read_body(environ)
             if body:
                 self._check_text(environ, body)
-        except _Refusal as exc:
+        except ServingError as exc:
             return self._answer(environ, start_response, exc.status, exc.slug, exc.detail, close=exc.close)
         except ReadTimeout:
             self._rejected["read_timeout"].inc()

@@ -116,7 +116,7 @@ def when_ready(server):
 
 
 def child_exit(server, worker):
-    # Drop the dead worker's live gauges (model_ready, model_info); its counters stay summed.
+    # Drop the dead worker's live gauges (dlqr_model_ready, dlqr_model_info); its counters stay summed.
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)

@@ -11,8 +11,9 @@ single process) an app-local registry is used instead.
 ``prometheus_client`` is imported only from :func:`init_app`, never at module
 import, so the multi-process directory is always set first.
 
-Metric names are a contract with the alert rules in ``deploy/``; see
-``the README`` for the list.
+Metric names are a contract with the alert rules in ``deploy/``; they follow
+Prometheus naming with the application prefix :data:`PREFIX` (``docs/metrics.md``
+lists them, and the names they replace).
 """
 
 from __future__ import annotations
@@ -47,11 +48,17 @@ INFERENCE_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
-def predicted_value_buckets(cards: Sequence[ModelCard]) -> tuple[float, ...]:
-    """One histogram serves every model's scalar prediction (a binary probability, a
-    regression value), so its buckets are the union of what the served tasks declare;
-    each model only fills its own range."""
-    bounds = {b for c in cards for b in (c.task.value_buckets or ())}
+#: Every metric name starts with this (Prometheus naming: one prefix per application).
+PREFIX = "dlqr_"
+#: Task kind -> the histogram its scalar prediction goes to: probabilities and values in a
+#: model's units (% vol) never share a histogram.
+SCALAR_METRIC = {"binary": "probability", "regression": "value"}
+
+
+def predicted_value_buckets(cards: Sequence[ModelCard], kind: str | None = None) -> tuple[float, ...]:
+    """Buckets of one scalar-prediction histogram: the union of what the served tasks (of that
+    ``kind``, or all) declare; each model only fills its own range."""
+    bounds = {b for c in cards if kind is None or c.task.kind == kind for b in (c.task.value_buckets or ())}
     return tuple(sorted(bounds)) or (0.5, 1.0)
 
 
@@ -76,61 +83,66 @@ class Metrics:
         self.registry = None if self.multiprocess else CollectorRegistry(auto_describe=True)
         reg: dict[str, Any] = {"registry": self.registry}
         self.http_requests = Counter(
-            "http_requests",
+            PREFIX + "http_requests",
             "HTTP requests by endpoint, method and status.",
             ["endpoint", "method", "status"],
             **reg,
         )
         self.request_duration = Histogram(
-            "http_request_duration_seconds",
-            "Latency of /predict requests, whole request in the app, by model.",
-            ["model"],
+            PREFIX + "http_request_duration_seconds",
+            "Latency of every request in the app, by endpoint, method and model (empty: no model).",
+            ["endpoint", "method", "model"],
             buckets=LATENCY_BUCKETS,
             **reg,
         )
         self.inference = Histogram(
-            "model_inference_seconds", "Forward-pass time per request, by model.", ["model"],
+            PREFIX + "model_inference_seconds", "Forward-pass time per request, by model.", ["model"],
             buckets=INFERENCE_BUCKETS, **reg,
         )  # fmt: skip
         self.batch_size = Histogram(
-            "model_batch_size",
+            PREFIX + "model_batch_size",
             "Instances per /predict request, by model.",
             ["model"],
             buckets=BATCH_BUCKETS,
             **reg,
         )
         self.predictions = Counter(
-            "model_predictions",
+            PREFIX + "model_predictions",
             "Predictions by outcome: binary positive/negative, multiclass class label, regression 'value'.",
             ["model", "outcome"],
             **reg,
         )
-        self.predicted_value = Histogram(
-            "model_predicted_value",
-            "Predicted scalar: regression value in its units; binary probability.",
-            ["model"],
-            buckets=predicted_value_buckets(cards),
-            **reg,
-        )
+        self.predicted = {
+            kind: Histogram(
+                PREFIX + "model_predicted_" + metric,
+                "Predicted probability of the positive class (binary models)." if metric == "probability"
+                else "Predicted value in the model's units (regression models, e.g. % vol).",
+                ["model"],
+                buckets=predicted_value_buckets(cards, kind),
+                **reg,
+            )
+            for kind, metric in SCALAR_METRIC.items()
+            if any(c.task.kind == kind for c in cards)
+        }  # fmt: skip
         self.out_of_range = Counter(
-            "input_out_of_range",
+            PREFIX + "input_out_of_range",
             "Input values outside the training min/max (still served): a drift signal.",
             ["model", "feature"],
             **reg,
         )
         self.model_info = Gauge(
-            "model_info", "Loaded bundle (value 1) by model, version and the served model.onnx sha256.",
+            PREFIX + "model_info", "Loaded bundle (value 1) by model, version and the served model.onnx sha256.",
             ["model", "version", "sha256"], multiprocess_mode="livemax", **reg,
         )  # fmt: skip
         self.model_ready = Gauge(
-            "model_ready",
+            PREFIX + "model_ready",
             "1 when the model is verified, loaded and self-tested (minimum over live workers).",
             ["model"],
             multiprocess_mode="livemin",
             **reg,
         )
         self.model_refused = Counter(
-            "model_refused",
+            PREFIX + "model_refused",
             "Model versions refused at load (verification, card check or self-test), by model; each "
             "worker that refuses a version counts it once.",
             ["model"],
@@ -138,15 +150,18 @@ class Metrics:
         )
         self._info_labels: dict[str, set[tuple[str, str]]] = {}
         self._req_children: dict[tuple[str, str, str], Any] = {}
+        self._duration_children: dict[tuple[str, str, str], Any] = {}
+        self._range_features: dict[str, tuple[str, ...]] = {}
         self.names = tuple(c.name for c in cards)
         self._tasks = {c.name: c.task for c in cards}
         self._per_model = {
             c.name: {
-                "duration": self.request_duration.labels(c.name),
                 "inference": self.inference.labels(c.name),
                 "batch": self.batch_size.labels(c.name),
-                # no empty model_predicted_value series for a task without a scalar value
-                "value": self.predicted_value.labels(c.name) if c.task.value_buckets else None,
+                # no empty series for a task without a scalar value (multiclass)
+                "value": self.predicted[c.task.kind].labels(c.name)
+                if c.task.value_buckets and c.task.kind in self.predicted
+                else None,
             }
             for c in cards
         }
@@ -186,8 +201,11 @@ class Metrics:
         if child is None:
             child = self._req_children[key] = self.http_requests.labels(*key)
         child.inc()
-        if model is not None:
-            self._per_model[model]["duration"].observe(seconds)
+        key = (endpoint, method, model or "")
+        duration = self._duration_children.get(key)
+        if duration is None:
+            duration = self._duration_children[key] = self.request_duration.labels(*key)
+        duration.observe(seconds)
 
     def observe_prediction(self, model: str, batch: int, inference_seconds: float, preds: list[dict]) -> None:
         m = self._per_model[model]
@@ -205,18 +223,20 @@ class Metrics:
         """Count every input value outside the training range, per feature."""
         if lo is None:
             return
+        if self._range_features.get(model) != features:  # first use: every feature's series at 0
+            self.declare_ranges(model, features)
         counts = ((raw < lo) | (raw > hi)).sum(axis=0)
         for j in np.flatnonzero(counts):
             self.out_of_range.labels(model, features[j]).inc(int(counts[j]))
 
-    # -------------------------------------------------------------- model state
+    def declare_ranges(self, model: str, features: Sequence[str]) -> None:
+        """Create ``dlqr_input_out_of_range_total`` at 0 for each feature with a training range, so the
+        series exist (and ``rate()`` works) before the first out-of-range value."""
+        for feature in features:
+            self.out_of_range.labels(model, feature).inc(0)
+        self._range_features[model] = tuple(features)
 
-    def set_model_state(
-        self, name: str, ready: bool, version: str | None = None, sha256: str | None = None
-    ) -> None:
-        self.model_ready.labels(name).set(1 if ready else 0)
-        if ready and version is not None:
-            self.model_info.labels(name, version, sha256 or "").set(1)
+    # -------------------------------------------------------------- model state
 
     def set_served_versions(self, name: str, ready: bool, served: Sequence[tuple[str, str]]) -> None:
         """``model_ready`` and ``model_info``: 1 for each (version, onnx sha256) served now, 0 for
@@ -252,7 +272,7 @@ class Metrics:
         ready = {
             s.labels.get("model"): s.value
             for metric in registry.collect()
-            if metric.name == "model_ready"
+            if metric.name == PREFIX + "model_ready"
             for s in metric.samples
         }
         behind = sorted(m for m in self.names if ready.get(m, 0) < 1)

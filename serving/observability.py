@@ -3,8 +3,8 @@
 Every response (including 404/405 from routing and 500s) gets an
 ``X-Request-ID`` (the client's when well formed, else a new one) and
 ``X-Content-Type-Options: nosniff``, one JSON ``request`` log line and a
-``http_requests_total`` sample; /predict requests also feed the per-model
-latency histogram. Views pass the model and batch size through the WSGI
+``dlqr_http_requests_total`` sample and a ``dlqr_http_request_duration_seconds``
+observation (by endpoint, method and model, for every route). Views pass the model and batch size through the WSGI
 environ (``dlqr.model``, ``dlqr.batch_size``); the ``endpoint`` label is the URL rule Flask matched
 (``dlqr.endpoint``, set by :func:`record_url_rule`), so it is bounded by the
 routes that exist and random paths cannot create series.

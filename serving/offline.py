@@ -1,12 +1,14 @@
-"""Offline scoring: ``python -m serving predict MODEL --input FILE --output FILE`` (also ``dlqr-predict``).
+"""Offline scoring: ``dlqr-predict MODEL --input FILE --output FILE`` (also ``python -m serving predict ...``).
 
 Scores a file through exactly what the server runs: the model is verified,
 loaded into ONNX Runtime, self-tested and warmed up by
 :class:`serving.registry.Registry` under the same version policy
-(``DLQR_VERSION_POLICY``, or ``--version``); every input is validated by the
-card's pydantic schema (the same bounds and finiteness checks as ``/predict``);
-rows are scaled, run and post-processed by the same :class:`LoadedModel`, in
-batches.
+(``DLQR_VERSION_POLICY``, or ``--version``) and resolved by the data plane
+(:mod:`serving.dataplane`); every input is validated by the card's pydantic
+schema (the same bounds and finiteness checks as ``/predict``); rows go through
+the same data plane as a request, in batches. Each refusal is the same
+:class:`~serving.errors.ServingError` decision a server door makes, reported as
+one line.
 
 Inputs (chosen by the path):
 
@@ -14,7 +16,8 @@ Inputs (chosen by the path):
   one instance per line;
 - ``*.jsonl`` / ``*.ndjson``: one JSON instance per line, as ``/predict`` takes it;
 - a directory: every file whose type the card accepts as a raw body (PNG/JPEG for
-  digit), in file-name order, decoded like ``/predict`` decodes it.
+  digit), in file-name order, decoded like ``/predict`` decodes it; other files
+  (a README, notes) are skipped and counted in the summary.
 
 Output (``*.csv`` or ``*.jsonl``, or ``--format``): one row per input in input
 order with ``input`` (line number, or file name), ``version`` and the prediction
@@ -37,8 +40,9 @@ import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,6 +51,8 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from dlqr.card import ModelCard
+from serving.dataplane import DataPlane, RequestInfo, invalid_instance, validate_row
+from serving.errors import ServingError, cli_line
 
 #: Errors listed before the run stops listing them (the count is still exact).
 MAX_REPORTED = 20
@@ -60,30 +66,20 @@ class InputError(Exception):
 
 @dataclass
 class Batch:
-    """Up to ``batch_size`` inputs: labels in order, and per input a row (n, d) or an error."""
+    """Up to ``batch_size`` inputs: labels in order, and per input a row (n, d) or the refusal."""
 
     labels: list[str]
     rows: list[np.ndarray | None]
-    errors: list[str | None]
+    errors: list[ServingError | None]
+    #: files of a directory that are not inputs (not a media type the card takes)
+    skipped: int = 0
+
+
+def _invalid(detail: str) -> ServingError:
+    return ServingError(422, "validation-error", detail)
 
 
 # ----------------------------------------------------------------------- readers
-
-
-def _feature(card: ModelCard, loc: Sequence[Any]) -> str:
-    """A pydantic error location as the feature it concerns (``ph``, ``X17``, ``px783``)."""
-    parts = [p for p in loc if p not in card.schema_tags]
-    ints = [p for p in parts if isinstance(p, int)]
-    if ints and ints[-1] < card.input_dim:
-        return f"field {card.features[ints[-1]]}"
-    named = [p for p in parts if isinstance(p, str) and p in card.features]
-    return f"field {named[0]}" if named else "field " + ("/".join(map(str, parts)) or "(instance)")
-
-
-def _validation_message(card: ModelCard, exc: ValidationError) -> str:
-    err = exc.errors(include_url=False)[0]
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{_feature(card, err['loc'])}: {err['msg']}{more}"
 
 
 class Scorer:
@@ -105,8 +101,9 @@ class Scorer:
 
     def from_values(self, values: np.ndarray) -> np.ndarray:
         """Numbers in the card's feature order -> the card's JSON instance -> validated -> one row."""
-        instance = self.adapter.validate_python(self.card.instance_from_row(values), context=self.context)
-        return self.from_instance(instance)
+        return self.from_instance(
+            validate_row(self.card, self.adapter.validate_python, values, self.context, "field")
+        )
 
 
 def _count_lines(path: Path) -> int:
@@ -158,7 +155,7 @@ def read_csv(path: Path, scorer: Scorer, batch_size: int) -> Iterator[Batch]:
 def _csv_batch(labels, texts, width, order, parse, kind, scorer: Scorer) -> Batch:
     card = scorer.card
     rows: list[np.ndarray | None] = []
-    errors: list[str | None] = []
+    errors: list[ServingError | None] = []
     numbers = None
     if all(len(t) == width for t in texts):
         # Fast path: the whole batch as one JSON array, parsed in Rust by pydantic-core, when every
@@ -182,7 +179,7 @@ def _csv_batch(labels, texts, width, order, parse, kind, scorer: Scorer) -> Batc
         else:
             if len(fields) != width:
                 rows.append(None)
-                errors.append(f"{len(fields)} fields, the header has {width}")
+                errors.append(_invalid(f"{len(fields)} fields, the header has {width}"))
                 continue
             values, bad = [], None
             for j in order:
@@ -193,15 +190,15 @@ def _csv_batch(labels, texts, width, order, parse, kind, scorer: Scorer) -> Batc
                     break
             if bad:
                 rows.append(None)
-                errors.append(bad)
+                errors.append(_invalid(bad))
                 continue
             values = np.asarray(values, dtype=np.float64)
         try:
             rows.append(scorer.from_values(values))
             errors.append(None)
-        except ValidationError as exc:
+        except ServingError as exc:
             rows.append(None)
-            errors.append(_validation_message(card, exc))
+            errors.append(exc)
     return Batch(labels, rows, errors)
 
 
@@ -229,7 +226,7 @@ def _jsonl_batch(labels: list[str], lines: list[bytes], scorer: Scorer) -> Batch
             return Batch(labels, list(scorer.card.rows(good, scorer.features)), [None] * len(lines))
     except ValidationError:
         pass  # find and word the bad lines one by one
-    errors: list[str | None] = []
+    errors: list[ServingError | None] = []
     instances: list[Any] = []
     for line in lines:  # the same one-pass parse-and-validate as a /predict body
         try:
@@ -238,12 +235,19 @@ def _jsonl_batch(labels: list[str], lines: list[bytes], scorer: Scorer) -> Batch
         except ValidationError as exc:
             instances.append(None)
             err = exc.errors(include_url=False)[0]
-            errors.append(f"not valid JSON: {err['msg']}" if err["type"] == "json_invalid"
-                          else _validation_message(scorer.card, exc))  # fmt: skip
+            errors.append(ServingError(400, "malformed-json", f"not valid JSON: {err['msg']}")
+                          if err["type"] == "json_invalid" else invalid_instance(scorer.card, exc, "field"))  # fmt: skip
     good = [inst for inst in instances if inst is not None]
     block = iter(scorer.card.rows(good, scorer.features)) if good else iter(())
     rows = [next(block) if inst is not None else None for inst in instances]
     return Batch(labels, rows, errors)
+
+
+def media_files(path: Path, card: ModelCard) -> tuple[list[Path], int]:
+    """The files of a directory the card takes as a raw body, in name order, and how many others."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    taken = [f for f in files if (mimetypes.guess_type(f.name)[0] or "") in card.media]
+    return taken, len(files) - len(taken)
 
 
 def read_media_dir(path: Path, scorer: Scorer, batch_size: int) -> Iterator[Batch]:
@@ -251,28 +255,21 @@ def read_media_dir(path: Path, scorer: Scorer, batch_size: int) -> Iterator[Batc
     if not card.media:
         raise InputError(f"{path}: a directory of files is only for models that take raw media; "
                          f"{card.name} takes CSV or JSON Lines")  # fmt: skip
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    batch = Batch([], [], [])
+    files, skipped = media_files(path, card)
+    batch = Batch([], [], [], skipped)
     for f in files:
         batch.labels.append(f.name)
-        mime = mimetypes.guess_type(f.name)[0]
-        decoder = card.media.get(mime or "")
-        if decoder is None:
+        decoder = card.media[mimetypes.guess_type(f.name)[0] or ""]
+        try:
+            batch.rows.append(decoder(f.read_bytes(), scorer.context)[0])
+            batch.errors.append(None)
+        except ValueError as exc:  # the decoders' errors (ImageError) carry a client message
             batch.rows.append(None)
-            batch.errors.append(
-                f"file type {mime or f.suffix or 'unknown'} is not one of {', '.join(card.media)}"
-            )
-        else:
-            try:
-                batch.rows.append(decoder(f.read_bytes(), scorer.context)[0])
-                batch.errors.append(None)
-            except ValueError as exc:  # the decoders' errors (ImageError) carry a client message
-                batch.rows.append(None)
-                batch.errors.append(f"body: {exc}")
+            batch.errors.append(_invalid(f"body: {exc}"))
         if len(batch.labels) == batch_size:
             yield batch
             batch = Batch([], [], [])
-    if batch.labels:
+    if batch.labels or batch.skipped:
         yield batch
 
 
@@ -315,7 +312,8 @@ class Writer:
             return "true" if value else "false"
         return value
 
-    def write(self, label: str, pred: dict[str, Any] | None, error: str | None) -> None:
+    def write(self, label: str, pred: dict[str, Any] | None, err: ServingError | None) -> None:
+        error = cli_line(err) if err is not None else None
         if self.fmt == "jsonl":
             rec: dict[str, Any] = {"input": label, "version": self.version, **(pred or {})}
             if self.with_error:
@@ -384,6 +382,10 @@ class Result:
     seconds: float
     version: str
     errors: list[str]
+    #: files of an input directory that are not of a media type the model takes (not inputs)
+    skipped: int = 0
+    #: (status, type slug) -> inputs refused with that decision (the same decisions as the server's)
+    refusals: dict[tuple[int, str], int] = field(default_factory=dict)
     #: CPU time of this process while scoring (what "one core" costs, whatever else the machine runs).
     cpu_seconds: float = float("nan")
 
@@ -397,7 +399,8 @@ class Result:
 
 
 def load(model: str, artifacts: Path | None = None, version: str | None = None):
-    """The model as the server would serve it (verified, self-tested, warmed up); SystemExit if it cannot."""
+    """The model as the server would serve it (verified, self-tested, warmed up) and the decoding
+    context; ServingError when the data plane refuses it (unknown version: 404, not served: 503)."""
     from dlqr import card as cards
     from dlqr import repository
     from serving.registry import Registry
@@ -412,10 +415,8 @@ def load(model: str, artifacts: Path | None = None, version: str | None = None):
     reg = Registry(settings.artifacts_dir, {model: model_schemas(card, 1).instance_adapter.validate_python},
                    names=(model,), intra_op_threads=settings.ort_threads, policy=policy)  # fmt: skip
     reg.load_all()
-    state = reg.states[model]
-    if not state.ready or state.model is None:
-        raise InputError(f"model {model} cannot be served from {settings.artifacts_dir}: {state.reason}")
-    return state.model, {"max_image_pixels": settings.max_image_pixels}
+    loaded = DataPlane(reg).resolve(model, RequestInfo("offline", version or None))
+    return loaded, {"max_image_pixels": settings.max_image_pixels}
 
 
 def score(
@@ -428,16 +429,18 @@ def score(
     batch_size: int = 1024,
     skip_invalid: bool = False,
     progress: bool = True,
+    plane: DataPlane | None = None,
 ) -> Result:
     """Score ``input_path`` into ``output_path`` (atomically); see the module docstring."""
     card = model.card
+    plane = plane or DataPlane()
     kind, reader = reader_for(input_path)
     fmt = fmt or ("csv" if output_path.suffix.lower() == ".csv" else "jsonl" if output_path.suffix.lower()
                   in (".jsonl", ".ndjson", ".json") else None)  # fmt: skip
     if fmt not in ("csv", "jsonl"):
         raise InputError(f"{output_path}: output must end in .csv or .jsonl (or pass --format)")
     if kind == "dir":
-        total = sum(1 for p in input_path.iterdir() if p.is_file() and not p.name.startswith("."))
+        total = len(media_files(input_path, card)[0]) if card.media else 0
     else:
         total = max(_count_lines(input_path) - (1 if kind == "csv" else 0), 0)
     scorer = Scorer(card, model.features, context)
@@ -445,40 +448,45 @@ def score(
     fd, tmp = tempfile.mkstemp(prefix=f".{output_path.name}.tmp-", dir=output_path.parent)
     bar = Progress(f"{card.name} {model.version}", total, progress)
     cpu0 = time.process_time()
-    n = scored = 0
+    n = scored = skipped = 0
     errors: list[str] = []
     n_errors = 0
+    refusals: Counter[tuple[int, str]] = Counter()
+
+    def refuse(batch: Batch, i: int, err: ServingError) -> None:
+        nonlocal n_errors
+        batch.errors[i] = err
+        n_errors += 1
+        refusals[err.status, err.slug] += 1
+        if len(errors) < MAX_REPORTED:
+            errors.append(cli_line(err, f"{input_path.name}:{batch.labels[i]}"))
+
     try:
         with open(fd, "w", encoding="utf-8", newline="") as fh:
             writer = Writer(fh, fmt, card, model.version, skip_invalid)
             for batch in reader(input_path, scorer, batch_size):
                 n += len(batch.labels)
+                skipped += batch.skipped
                 good = [i for i, r in enumerate(batch.rows) if r is not None]
                 for i, err in enumerate(batch.errors):
                     if err is not None:
-                        n_errors += 1
-                        if len(errors) < MAX_REPORTED:
-                            errors.append(f"{input_path.name}:{batch.labels[i]}: {err}")
+                        refuse(batch, i, err)
                 preds: dict[int, dict[str, Any]] = {}
                 if good and (skip_invalid or n_errors == 0):
                     raw = np.stack([batch.rows[i] for i in good])
-                    outputs, _ = model.predict(raw)
-                    finite = np.isfinite(outputs).all(axis=1)
-                    for i, p, ok in zip(good, model.postprocess(outputs), finite, strict=True):
-                        if ok:
-                            preds[i] = p
+                    pred = plane.predict(model, raw, RequestInfo("offline"), per_row=True)
+                    for j, i in enumerate(good):
+                        if j in pred.row_errors:
+                            refuse(batch, i, pred.row_errors[j])
                         else:
-                            batch.errors[i] = "the input drives the model to a non-finite output"
-                            n_errors += 1
-                            if len(errors) < MAX_REPORTED:
-                                errors.append(f"{input_path.name}:{batch.labels[i]}: {batch.errors[i]}")
+                            preds[i] = pred.predictions[j]
                 if skip_invalid or n_errors == 0:
                     for i, label in enumerate(batch.labels):
                         writer.write(label, preds.get(i), batch.errors[i])
                     scored += len(preds)
                 bar.update(len(batch.labels))
             if n_errors and not skip_invalid:
-                raise InvalidRows(errors, n_errors, n)
+                raise InvalidRows(errors, n_errors, n, dict(refusals))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, output_path)
@@ -487,19 +495,24 @@ def score(
         Path(tmp).unlink(missing_ok=True)
         raise
     seconds = bar.close()
-    return Result(n, scored, n_errors, seconds, model.version, errors, time.process_time() - cpu0)
+    return Result(n, scored, n_errors, seconds, model.version, errors, skipped, dict(refusals),
+                  time.process_time() - cpu0)  # fmt: skip
 
 
 class InvalidRows(Exception):
     """Bad inputs without --skip-invalid: nothing was written."""
 
-    def __init__(self, errors: list[str], count: int, total: int):
+    def __init__(self, errors: list[str], count: int, total: int, refusals: dict[tuple[int, str], int]):
         super().__init__(f"{count} of {total} inputs are invalid")
-        self.errors, self.count, self.total = errors, count, total
+        self.errors, self.count, self.total, self.refusals = errors, count, total, refusals
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m serving", description="dlqr-serving command line.")
+    ap = argparse.ArgumentParser(
+        prog="dlqr-predict",
+        description="Score a file offline: dlqr-predict MODEL --input FILE --output FILE "
+        "(also: dlqr-predict predict MODEL ..., python -m serving predict MODEL ...).",
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
         "predict",
@@ -534,12 +547,20 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def command_line(argv: list[str]) -> list[str]:
+    """``MODEL ...`` as ``predict MODEL ...``: ``dlqr-predict wine -i ...`` is the documented form,
+    ``dlqr-predict predict wine -i ...`` (and ``python -m serving predict wine ...``) still work."""
+    from dlqr.card import names
+
+    return ["predict", *argv] if argv and argv[0] in names() else argv
+
+
 def main(argv: list[str] | None = None) -> int:
     from serving.runtime import prepare_process_env
     from serving.settings import SettingsError
 
     prepare_process_env()
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(command_line(sys.argv[1:] if argv is None else list(argv)))
     if args.batch_size < 1:
         print("error: --batch-size must be at least 1", file=sys.stderr)
         return 2
@@ -554,14 +575,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.count} of {exc.total} inputs are invalid{more}; nothing was written to {args.output} "
               "(--skip-invalid scores the others)", file=sys.stderr)  # fmt: skip
         return 1
+    except ServingError as exc:  # the data plane refused the model or version
+        print(f"error: {cli_line(exc)}", file=sys.stderr)
+        return 2
     except (InputError, SettingsError, OSError, UnicodeDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for line in res.errors:
         print(f"invalid: {line}", file=sys.stderr)
+    if res.skipped:
+        print(f"skipped: {res.skipped:,} files in {args.input} are not {' or '.join(model.card.media)}",
+              file=sys.stderr)  # fmt: skip
     print(
         f"{args.model} {res.version}: {res.scored:,} of {res.rows:,} inputs scored, {res.invalid:,} invalid, "
-        f"{res.seconds:.2f} s ({res.rows_per_second:,.0f} rows/s, {res.rows_per_cpu_second:,.0f} rows per CPU "
+        + (f"{res.skipped:,} files skipped, " if res.skipped else "")
+        + f"{res.seconds:.2f} s ({res.rows_per_second:,.0f} rows/s, {res.rows_per_cpu_second:,.0f} rows per CPU "
         f"second) -> {args.output}",
         file=sys.stderr,
     )

@@ -171,17 +171,18 @@ def _pretty(obj: Any) -> str:
     return json.dumps(obj, indent=2)
 
 
-def init_app(app: Flask, schemas: dict[str, ModelSchemas], version: str) -> dict[str, Any]:
+def init_app(
+    app: Flask, schemas: dict[str, ModelSchemas], version: str, extra_paths: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Routes /openapi.json (built at app creation) and /docs (rendered on its first request).
+
+    ``extra_paths`` are other doors' routes (the Open Inference Protocol's, :func:`serving.v2.openapi_paths`).
 
     Compiling and rendering the docs template costs about 80 ms, on every worker start (and
     restart) if done here; the page is asked for rarely, so the first ``/docs`` pays it once.
     """
     spec = build_openapi(schemas, version)
-    if "dlqr_v2" in app.extensions:  # the Open Inference Protocol routes (serving/v2.py)
-        from serving.v2 import openapi_paths
-
-        spec["paths"].update(openapi_paths(app.extensions["dlqr_v2"]))
+    spec["paths"].update(extra_paths or {})
     spec_json = json.dumps(spec, separators=(",", ":"))
 
     @functools.cache  # two concurrent first requests may both render: same page, no harm

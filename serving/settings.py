@@ -20,7 +20,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "DLQR_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-WORKER_CLASSES = ("gevent", "gthread", "sync")  # issue 8: serving/workers.py
 
 
 class SettingsError(ValueError):

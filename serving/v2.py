@@ -16,10 +16,14 @@ An inference request is checked exactly (datatype, shape, element count,
 element types) and then every row goes through the *same* validation as
 ``/predict``: it becomes the card's JSON instance (``card.instance_from_row``)
 and is validated by the card's pydantic schema, so bounds and finiteness are
-those of ``/predict`` by construction. Errors are the protocol's ``{"error":
-"..."}``: 400 for a bad request, 404 for an unknown model, version or route,
-503 when the model (version) is not ready. Metrics use the same model labels
-as ``/predict``.
+those of ``/predict`` by construction. The rows then go through the same data
+plane (:mod:`serving.dataplane`) as ``/predict``. Errors are the same
+:class:`~serving.errors.ServingError` decisions, rendered as the protocol's
+``{"error": "..."}``: 400 for a bad request (a 422 decision of ``/predict``
+is 400 here), 404 for an unknown model, version or route, 405 (with
+``Allow``) for a method a route does not take, 503 when the model (version)
+is not ready. ``OPTIONS`` answers with the methods a path really takes.
+Metrics use the same model labels as ``/predict``.
 """
 
 from __future__ import annotations
@@ -27,19 +31,22 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, Union
 
 import numpy as np
 from flask import Flask, Response, request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
 from typing_extensions import TypeAliasType
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from dlqr.card import ModelCard
 from dlqr.tasks import TensorOutput
-from serving.api import Service, _encode, _read_body, model_summary, service
-from serving.observability import BATCH_KEY, MODEL_KEY
-from serving.registry import LoadedModel, ModelState, VersionState
+from serving.dataplane import RequestInfo, validate_row
+from serving.errors import ALLOWED_METHODS_KEY, ServingError, is_v2_path
+from serving.observability import BATCH_KEY, MODEL_KEY, REQUEST_ID_KEY
+from serving.registry import ModelState, VersionState
+from serving.service import Service, encode, package_version, read_body, service
 
 PLATFORM = "onnx_onnxv1"
 SERVER_NAME = "dlqr-serving"
@@ -67,23 +74,13 @@ DATATYPES = frozenset(
 FLOAT_TYPES = ("FP64", "FP32")
 
 
-class V2Error(Exception):
-    """Answered as ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, **extra: Any):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.extra = extra
-
-
-def _error_response(exc: V2Error) -> Response:
-    return Response(_encode({"error": exc.message, **exc.extra}), status=exc.status,
-                    content_type="application/json")  # fmt: skip
+def _bad(detail: str) -> ServingError:
+    """A tensor the model cannot take: the ``validation-error`` decision (400 on this door)."""
+    return ServingError(422, "validation-error", detail)
 
 
 def _json(obj: Any, status: int = 200) -> Response:
-    return Response(_encode(obj), status=status, content_type="application/json")
+    return Response(encode(obj), status=status, content_type="application/json")
 
 
 # ------------------------------------------------------------------ request schema
@@ -193,55 +190,47 @@ class V2Model:
     # ------------------------------------------------------------------ decoding
 
     def rows(self, req: InferenceRequest, max_batch: int) -> np.ndarray:
-        """The request's input tensor as (n, d) float64 rows in the card's feature order; V2Error if bad."""
+        """The request's input tensor as (n, d) float64 rows in the card's feature order."""
         if len(req.inputs) != 1:
             names = ", ".join(repr(i.name) for i in req.inputs)
-            raise V2Error(
-                400, f"model {self.card.name} takes one input tensor {self.input_name!r}; got {names}"
-            )
+            raise _bad(f"model {self.card.name} takes one input tensor {self.input_name!r}; got {names}")
         inp = req.inputs[0]
         if inp.name != self.input_name:
-            raise V2Error(
-                400, f"unknown input {inp.name!r}; model {self.card.name} takes {self.input_name!r}"
-            )
+            raise _bad(f"unknown input {inp.name!r}; model {self.card.name} takes {self.input_name!r}")
         if inp.datatype not in DATATYPES:
-            raise V2Error(400, f"input {inp.name!r}: unknown datatype {inp.datatype!r}")
+            raise _bad(f"input {inp.name!r}: unknown datatype {inp.datatype!r}")
         if inp.datatype not in self.accepted:
-            raise V2Error(400, f"input {inp.name!r}: datatype {inp.datatype} is not accepted; use "
+            raise _bad(f"input {inp.name!r}: datatype {inp.datatype} is not accepted; use "
                                f"{' or '.join(self.accepted)}")  # fmt: skip
         shape = tuple(inp.shape)
         if len(shape) < 2 or shape[1:] not in self.row_shapes:
             want = " or ".join(str([-1, *s]) for s in self.row_shapes)
-            raise V2Error(400, f"input {inp.name!r}: shape {list(shape)} does not match {want} "
+            raise _bad(f"input {inp.name!r}: shape {list(shape)} does not match {want} "
                                "(the batch size first)")  # fmt: skip
         n = shape[0]
         if not 1 <= n <= max_batch:
-            raise V2Error(
-                400, f"input {inp.name!r}: batch size {n} is outside 1..{max_batch} (DLQR_MAX_BATCH)"
-            )
+            raise _bad(f"input {inp.name!r}: batch size {n} is outside 1..{max_batch} (DLQR_MAX_BATCH)")
         try:
             arr = np.asarray(inp.data)
         except ValueError:
-            raise V2Error(
-                400, f"input {inp.name!r}: nested data is ragged (rows of different lengths)"
-            ) from None
+            raise _bad(f"input {inp.name!r}: nested data is ragged (rows of different lengths)") from None
         expected = math.prod(shape)
         if arr.dtype == object:
-            raise V2Error(400, f"input {inp.name!r}: data holds integers too large or mixed nesting depths")
+            raise _bad(f"input {inp.name!r}: data holds integers too large or mixed nesting depths")
         if arr.size != expected:
-            raise V2Error(400, f"input {inp.name!r}: data has {arr.size} elements; shape {list(shape)} needs "
+            raise _bad(f"input {inp.name!r}: data has {arr.size} elements; shape {list(shape)} needs "
                                f"{expected}")  # fmt: skip
         if arr.ndim > 1 and arr.shape != shape:
-            raise V2Error(400, f"input {inp.name!r}: nested data has shape {list(arr.shape)}, declared "
+            raise _bad(f"input {inp.name!r}: nested data has shape {list(arr.shape)}, declared "
                                f"{list(shape)}")  # fmt: skip
         if inp.datatype not in FLOAT_TYPES:
             if arr.dtype.kind not in "iu":
-                raise V2Error(400, f"input {inp.name!r}: {inp.datatype} data must be integers")
+                raise _bad(f"input {inp.name!r}: {inp.datatype} data must be integers")
             info = np.iinfo(inp.datatype.lower())
             lo, hi = int(arr.min()), int(arr.max())
             if lo < info.min or hi > info.max:
                 bad = lo if lo < info.min else hi
-                raise V2Error(400, f"input {inp.name!r}: {bad} is out of range for {inp.datatype}")
+                raise _bad(f"input {inp.name!r}: {bad} is out of range for {inp.datatype}")
         return arr.reshape(n, -1).astype(np.float64)
 
     def instances(self, rows: np.ndarray, validate: Any) -> list[Any]:
@@ -249,13 +238,10 @@ class V2Model:
         out = []
         for i, row in enumerate(rows):
             try:
-                out.append(validate(self.card.instance_from_row(row)))
-            except ValidationError as exc:
-                err = exc.errors(include_url=False)[0]
-                where = _feature(self.card, err["loc"])
-                more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-                raise V2Error(
-                    400, f"input {self.input_name!r} instance {i}, {where}: {err['msg']}{more}"
+                out.append(validate_row(self.card, validate, row))
+            except ServingError as exc:
+                raise ServingError(
+                    exc.status, exc.slug, f"input {self.input_name!r} instance {i}, {exc.detail}"
                 ) from None
         return out
 
@@ -266,21 +252,11 @@ class V2Model:
         names = [o.name for o in req.outputs]
         unknown = [n for n in names if n not in by_name]
         if unknown:
-            raise V2Error(400, f"unknown output {unknown[0]!r}; model {self.card.name} has "
+            raise _bad(f"unknown output {unknown[0]!r}; model {self.card.name} has "
                                f"{', '.join(by_name)}")  # fmt: skip
         if len(set(names)) != len(names):
-            raise V2Error(400, "an output is requested more than once")
+            raise _bad("an output is requested more than once")
         return tuple(by_name[n] for n in names)
-
-
-def _feature(card: ModelCard, loc: tuple) -> str:
-    """A pydantic error location as the feature it concerns (``ph``, ``X17``, ``px783``)."""
-    parts = [p for p in loc if p not in card.schema_tags]
-    ints = [p for p in parts if isinstance(p, int)]
-    if ints and ints[-1] < card.input_dim:
-        return f"feature {card.features[ints[-1]]}"
-    named = [p for p in parts if isinstance(p, str) and p in card.features]
-    return f"feature {named[0]}" if named else "/".join(map(str, parts)) or "instance"
 
 
 def _tensor(out: TensorOutput, n: int, raw: np.ndarray, preds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -302,31 +278,12 @@ def _specs() -> dict[str, V2Model]:
     return current_app.extensions["dlqr_v2"]
 
 
-def _state(svc: Service, name: str) -> ModelState:
-    state = svc.registry.states.get(name)
-    if state is None:
-        raise V2Error(404, f"unknown model {name!r}; available: {', '.join(svc.registry.names)}")
-    return state
-
-
 def _version(state: ModelState, version: str) -> VersionState:
     vs = state.versions.get(version)
     if vs is None:
-        raise V2Error(404, f"model {state.name} has no version {version!r}; versions: "
-                           f"{', '.join(state.versions) or 'none'}")  # fmt: skip
+        raise ServingError(404, "unknown-version", f"model {state.name} has no version {version!r}; "
+                           f"versions: {', '.join(state.versions) or 'none'}")  # fmt: skip
     return vs
-
-
-def _served(state: ModelState, version: str | None) -> LoadedModel:
-    if version is None:
-        if not state.ready or state.model is None:
-            raise V2Error(503, f"model {state.name} is not ready: {state.reason or state.status}")
-        return state.model
-    vs = _version(state, version)
-    if not vs.ready or vs.model is None:
-        why = vs.reason if vs.status == "failed" else f"{vs.status} (policy: {state.policy})"
-        raise V2Error(503, f"model {state.name} version {version} is not served: {why}")
-    return vs.model
 
 
 def _scalar(value: Any) -> Any:
@@ -379,45 +336,44 @@ def model_metadata(svc: Service, spec: V2Model, state: ModelState, version: str 
 
 def metadata(name: str, version: str | None = None) -> Response:
     svc = service()
-    state = _state(svc, name)
+    state = svc.plane.state(name)  # 404 before the spec lookup
     return _json(model_metadata(svc, _specs()[name], state, version))
 
 
 def model_ready(name: str, version: str | None = None) -> Response:
-    svc = service()
-    state = _state(svc, name)
+    plane = service().plane
     try:
-        _served(state, version)
-    except V2Error as exc:
+        plane.resolve(name, RequestInfo("v2", version))
+    except ServingError as exc:
         if exc.status != 503:
             raise
-        return _json({"name": name, "ready": False, "error": exc.message}, 503)
+        return _json({"name": name, "ready": False, "error": exc.detail}, 503)
     return _json({"name": name, "ready": True})
 
 
 def infer(name: str, version: str | None = None) -> Response:
     """One inference request; see the module docstring."""
     svc = service()
+    plane = svc.plane
     req = request._get_current_object()  # type: ignore[attr-defined]
     environ = req.environ
-    state = _state(svc, name)
+    info = RequestInfo("v2", version, environ.get(REQUEST_ID_KEY), req.headers)
+    state = plane.state(name)
     environ[MODEL_KEY] = name
-    model = _served(state, version)
+    model = plane.resolver(state, info)
     if "Inference-Header-Content-Length" in req.headers:
-        raise V2Error(400, "binary tensor data is not supported: send the tensors as JSON "
-                           "(tritonclient: binary_data=False)")  # fmt: skip
-    try:
-        body = _read_body(req, svc.settings.max_body_bytes)
-    except RequestEntityTooLarge:
-        raise V2Error(
-            413, f"request body exceeds {svc.settings.max_body_bytes:,} bytes (DLQR_MAX_BODY_BYTES)"
-        ) from None
+        raise ServingError(400, "bad-request", "binary tensor data is not supported: send the tensors as "
+                           "JSON (tritonclient: binary_data=False)")  # fmt: skip
+    body = read_body(req)
     if not body:
-        raise V2Error(400, "request body is empty")
+        raise ServingError(400, "bad-request", "request body is empty")
     try:
         parsed = _REQUEST.validate_json(body)
     except ValidationError as exc:
-        raise V2Error(400, _request_error(exc)) from None
+        json_invalid = exc.errors(include_url=False)[0]["type"] == "json_invalid"
+        raise ServingError(
+            400, "malformed-json" if json_invalid else "bad-request", _request_error(exc)
+        ) from None
     spec = _specs()[name]
     wanted = spec.outputs_for(parsed)
     rows = spec.rows(parsed, svc.schemas[name].max_batch)
@@ -425,23 +381,16 @@ def infer(name: str, version: str | None = None) -> Response:
     raw = spec.card.rows(instances, model.features)
     n = len(raw)
     environ[BATCH_KEY] = n
-    svc.metrics.observe_ranges(name, model.features, raw, model.range_min, model.range_max)
-    outputs, seconds = model.predict(raw)
-    if not np.isfinite(outputs).all():
-        raise V2Error(400, "the input drives the model to a non-finite output")
-    preds = model.postprocess(outputs)
-    svc.metrics.observe_prediction(name, n, seconds, preds)
-    body_out: dict[str, Any] = {"model_name": name, "model_version": model.version}
+    pred = plane.predict(model, raw, info)
+    body_out: dict[str, Any] = {"model_name": name, "model_version": pred.version}
     if parsed.id is not None:
         body_out["id"] = parsed.id
-    body_out["outputs"] = [_tensor(o, n, outputs, preds) for o in wanted]
+    body_out["outputs"] = [_tensor(o, n, pred.outputs, pred.predictions) for o in wanted]
     return _json(body_out)
 
 
 def server_metadata() -> Response:
-    from serving.app import _package_version
-
-    return _json({"name": SERVER_NAME, "version": _package_version(), "extensions": list(EXTENSIONS)})
+    return _json({"name": SERVER_NAME, "version": package_version(), "extensions": list(EXTENSIONS)})
 
 
 def live() -> Response:
@@ -461,22 +410,42 @@ def ready() -> Response:
     return _json({"live": True, "ready": False, "error": f"not ready: {behind}"}, 503)
 
 
-def no_route(rest: str = "") -> Response:
-    """Any other /v2 path: the protocol's error body rather than problem+json."""
+#: The endpoint of the catch-all rules: every /v2 path and method no protocol route takes.
+NO_ROUTE = "v2_no_route"
+_ROUTE_METHODS = ("GET", "POST")  # what the protocol's routes take
+
+
+def allowed_methods(path: str) -> list[str]:
+    """The methods the protocol's routes take on ``path`` (HEAD with GET, and OPTIONS), or []."""
     from flask import current_app
-    from werkzeug.exceptions import MethodNotAllowed, NotFound
 
     adapter = current_app.url_map.bind_to_environ(request.environ)
-    for method in ("GET", "POST"):
-        if method == request.method:
-            continue
+    found = []
+    for method in _ROUTE_METHODS:
         try:
-            rule, _ = adapter.match(method=method, return_rule=True)
-        except (NotFound, MethodNotAllowed):
+            rule, _ = adapter.match(path, method=method, return_rule=True)
+        except HTTPException:  # NotFound, MethodNotAllowed, a redirect
             continue
-        if rule.endpoint != "v2_no_route":
-            raise V2Error(405, f"{request.method} is not allowed on {request.path}; use {method}")
-    raise V2Error(404, f"no route {request.path}; see /docs")
+        if not rule.endpoint.startswith(NO_ROUTE):
+            found += [method, "HEAD"] if method == "GET" else [method]
+    return [*found, "OPTIONS"] if found else []
+
+
+def no_route(rest: str = "") -> Response:
+    """Any other /v2 path or method: the protocol's error body rather than problem+json.
+
+    405 carries the ``Allow`` header RFC 9110 asks for, and ``OPTIONS`` lists exactly the
+    methods the path's routes take (never one that would then get 405).
+    """
+    allowed = allowed_methods(request.path)
+    if not allowed:
+        raise ServingError(404, "not-found", f"no route {request.path}; see /docs")
+    allow = ", ".join(allowed)
+    if request.method == "OPTIONS":
+        return Response(status=204, headers={"Allow": allow})
+    use = " or ".join(m for m in allowed if m not in ("HEAD", "OPTIONS"))
+    raise ServingError(405, "method-not-allowed", f"{request.method} is not allowed on {request.path}; use {use}",
+                       headers={"Allow": allow})  # fmt: skip
 
 
 _TENSOR = {"type": "object", "required": ["name", "datatype", "shape", "data"], "properties": {
@@ -492,6 +461,8 @@ _INFER_REQUEST = {"type": "object", "required": ["inputs"], "properties": {
 _INFER_RESPONSE = {"type": "object", "properties": {
     "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
     "outputs": {"type": "array", "items": _TENSOR}}}  # fmt: skip
+#: 405: a method the route does not take (with Allow); 413: a body over DLQR_MAX_BODY_BYTES; 415: a
+#: compressed body, a charset other than UTF-8, or JSON with a byte-order mark or in UTF-16/32.
 _ERROR = {"description": "Error", "content": {"application/json": {"schema": {
     "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}  # fmt: skip
 
@@ -503,7 +474,7 @@ def openapi_paths(specs: dict[str, V2Model]) -> dict[str, Any]:
            response: dict | None = None) -> dict[str, Any]:  # fmt: skip
         out: dict[str, Any] = {"operationId": op_id, "tags": ["v2"], "summary": summary, "responses": {
             "200": {"description": "OK", "content": {"application/json": {"schema": response or {"type": "object"}}}},
-            "400": _ERROR, "404": _ERROR, "503": _ERROR}}  # fmt: skip
+            **{code: _ERROR for code in ("400", "404", "405", "413", "415", "503")}}}  # fmt: skip
         if description:
             out["description"] = description
         if body:
@@ -536,11 +507,16 @@ def openapi_paths(specs: dict[str, V2Model]) -> dict[str, Any]:
 def init_app(app: Flask, cards: tuple[ModelCard, ...]) -> None:
     """Register the protocol's routes: one rule per served card, so metric labels stay bounded."""
     app.extensions["dlqr_v2"] = {c.name: V2Model.from_card(c) for c in cards}
-    app.register_error_handler(V2Error, _error_response)
-    app.add_url_rule("/v2", "v2_server", server_metadata, methods=["GET"])
-    app.add_url_rule("/v2/", "v2_server_slash", server_metadata, methods=["GET"])
-    app.add_url_rule("/v2/health/live", "v2_live", live, methods=["GET"])
-    app.add_url_rule("/v2/health/ready", "v2_ready", ready, methods=["GET"])
+    # OPTIONS is answered by no_route for every /v2 path (Flask's automatic OPTIONS would list the
+    # catch-all rule's methods too), and 405s raised by routing name the protocol's methods.
+    app.extensions[ALLOWED_METHODS_KEY] = lambda path: (
+        ", ".join(allowed_methods(path)) if is_v2_path(path) else None
+    )
+    route = partial(app.add_url_rule, provide_automatic_options=False)
+    route("/v2", "v2_server", server_metadata, methods=["GET"])
+    route("/v2/", "v2_server_slash", server_metadata, methods=["GET"])
+    route("/v2/health/live", "v2_live", live, methods=["GET"])
+    route("/v2/health/ready", "v2_ready", ready, methods=["GET"])
     routes = (
         ("", metadata, "GET", "meta"),
         ("/ready", model_ready, "GET", "ready"),
@@ -551,12 +527,13 @@ def init_app(app: Flask, cards: tuple[ModelCard, ...]) -> None:
         tag = name or "unknown"
         defaults = {"name": name} if name else None
         for suffix, view, method, kind in routes:
-            app.add_url_rule(base + suffix, f"v2_{kind}_{tag}", view, methods=[method], defaults=defaults)
-            app.add_url_rule(f"{base}/versions/<version>{suffix}", f"v2_{kind}_{tag}_version", view,
-                             methods=[method], defaults=defaults)  # fmt: skip
-    app.add_url_rule(
-        "/v2/<path:rest>", "v2_no_route", no_route, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]
-    )
+            route(base + suffix, f"v2_{kind}_{tag}", view, methods=[method], defaults=defaults)
+            route(f"{base}/versions/<version>{suffix}", f"v2_{kind}_{tag}_version", view, methods=[method],
+                  defaults=defaults)  # fmt: skip
+    every = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+    route("/v2/<path:rest>", NO_ROUTE, no_route, methods=every)
+    for i, path in enumerate(("/v2", "/v2/")):  # the server metadata routes take GET only
+        route(path, f"{NO_ROUTE}_root{i}", no_route, methods=[m for m in every if m != "GET"])
 
 
-__all__ = ["V2Error", "V2Model", "init_app", "model_metadata", "model_summary"]
+__all__ = ["V2Model", "allowed_methods", "init_app", "model_metadata", "openapi_paths"]

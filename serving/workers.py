@@ -19,7 +19,7 @@
 All three answer what Gunicorn refuses itself (bad request line or header,
 414, 431, a worker timeout) as problem+json through the app (see
 :data:`serving.PROTOCOL_ERROR_KEY`), so it is counted in
-``http_requests_total`` and logged with a request id, instead of Gunicorn's
+``dlqr_http_requests_total`` and logged with a request id, instead of Gunicorn's
 text/html. SIGTERM also turns ``/readyz`` to 503 at once (:func:`start_draining`),
 and a worker timeout (SIGABRT) raises :class:`serving.WorkerAborted` in
 the request that hogs the worker, which is answered 504 before the worker exits.
@@ -42,6 +42,7 @@ import struct
 import sys
 import time
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import http, util
@@ -61,20 +62,15 @@ PROTOCOL_ERROR_KEY = "dlqr.protocol_error"
 #: Set on every request: a callable that makes the server close the connection after the answer.
 CLOSE_KEY = "dlqr.close_connection"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-REASONS = {
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    415: "Unsupported Media Type",
-    417: "Expectation Failed",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
+
+
+def status_line(status: int) -> str:
+    """``"404 Not Found"``: the reason phrase from :class:`http.HTTPStatus`."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Error"
+
 
 _draining = False
 
@@ -298,8 +294,7 @@ class ProblemWorkerMixin:
 
     @staticmethod
     def _raw_response(status: int, headers: list, body: bytes) -> bytes:
-        reason = REASONS.get(status, "Error")
-        lines = [f"HTTP/1.1 {status} {reason}", "Connection: close", f"Content-Length: {len(body)}"]
+        lines = [f"HTTP/1.1 {status_line(status)}", "Connection: close", f"Content-Length: {len(body)}"]
         lines += [f"{k}: {v}" for k, v in headers if k.lower() not in ("content-length", "connection")]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 

@@ -68,7 +68,7 @@ def stop_process_group(proc: subprocess.Popen, grace: float = 30) -> None:
 
 
 def all_workers_ready(base_url: str) -> bool:
-    """/readyz is 200 *and* every model's ``model_ready`` (the minimum over live workers) is 1.
+    """/readyz is 200 *and* every model's ``dlqr_model_ready`` (the minimum over live workers) is 1.
 
     /readyz answers for the one worker that took the request; each worker loads
     the models itself, so a single 200 does not mean the others are done.
@@ -80,7 +80,7 @@ def all_workers_ready(base_url: str) -> bool:
         return False
     ready = {}
     for line in body.decode().splitlines():
-        m = re.fullmatch(r'model_ready\{model="(\w+)"\} (\S+)', line.strip())
+        m = re.fullmatch(r'dlqr_model_ready\{model="(\w+)"\} (\S+)', line.strip())
         if m:
             ready[m.group(1)] = float(m.group(2))
     return set(ready) == set(MODEL_NAMES) and all(v == 1.0 for v in ready.values())

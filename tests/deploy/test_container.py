@@ -15,7 +15,7 @@ argument: ``PYTHON_IMAGE`` names the local stand-in for ``python:3.11-slim-bookw
   client -> the nginx proxy (the repo's template, rendered by the image's entrypoint from the
   service's environment) -> the service: golden predictions, the request id passed through,
   bad input answered 400/413 problem+json (the 413 by nginx itself), nothing of the service
-  published; Prometheus: the target is up and ``model_ready`` is 1 for every model. It cannot
+  published; Prometheus: the target is up and ``dlqr_model_ready`` is 1 for every model. It cannot
   run unchanged here: podman 4.3 rejects the tmpfs options ``uid=``/``gid=`` that Docker takes
   (``Error: unknown mount option "uid=10001"``), and nginx and prom/prometheus cannot be
   pulled: local test stand-ins from Debian packages on the stand-in base replace them
@@ -715,17 +715,19 @@ class TestComposeStack:
         assert targets[0]["scrapeUrl"] == "http://serving:8000/metrics"
         models = set(bundles())
         wait_for(
-            "model_ready == 1 for every model",
+            "dlqr_model_ready == 1 for every model",
             lambda: (
                 {
                     s["metric"]["model"]: float(s["value"][1])
-                    for s in api("query", query='min by (model) (model_ready{job="dlqr-serving"})')["result"]
+                    for s in api("query", query='min by (model) (dlqr_model_ready{job="dlqr-serving"})')[
+                        "result"
+                    ]
                 }
                 == dict.fromkeys(models, 1.0)
             ),
             90,
         )
-        FIGURES["compose: target up + model_ready in Prometheus"] = (
+        FIGURES["compose: target up + dlqr_model_ready in Prometheus"] = (
             f"{time.monotonic() - t0:.0f} s after its /-/ready"
         )
 

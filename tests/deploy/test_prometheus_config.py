@@ -14,14 +14,14 @@ from tests.conftest import REPO_ROOT
 PROM_DIR = REPO_ROOT / "deploy" / "prometheus"
 #: The metric names agreed with serving (serving/metrics.py).
 SERVICE_METRICS = {
-    "http_requests_total",
-    "http_request_duration_seconds_bucket",
-    "model_inference_seconds",
-    "model_batch_size",
-    "model_predictions_total",
-    "input_out_of_range_total",
-    "model_info",
-    "model_ready",
+    "dlqr_http_requests_total",
+    "dlqr_http_request_duration_seconds_bucket",
+    "dlqr_model_inference_seconds",
+    "dlqr_model_batch_size",
+    "dlqr_model_predictions_total",
+    "dlqr_input_out_of_range_total",
+    "dlqr_model_info",
+    "dlqr_model_ready",
 }
 
 
@@ -65,10 +65,10 @@ def test_every_alert_has_a_unit_test_that_fires_it():
     # The four concerns are all covered.
     exprs = " ".join(r["expr"] for g in rules["groups"] for r in g["rules"])
     for metric in (
-        "model_ready",
-        "http_requests_total",
-        "http_request_duration_seconds_bucket",
-        "input_out_of_range_total",
+        "dlqr_model_ready",
+        "dlqr_http_requests_total",
+        "dlqr_http_request_duration_seconds_bucket",
+        "dlqr_input_out_of_range_total",
     ):
         assert metric in exprs, metric
 

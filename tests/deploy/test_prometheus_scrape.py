@@ -152,39 +152,41 @@ def test_prometheus_scrapes_the_service_metrics_with_their_labels(
     )
     assert targets[0]["scrapeUrl"] == f"{serving_container.base_url}/metrics"
 
-    info = prometheus.wait_for("model_info", lambda: prometheus.query(f'model_info{{job="{JOB}"}}'))
+    info = prometheus.wait_for("dlqr_model_info", lambda: prometheus.query(f'dlqr_model_info{{job="{JOB}"}}'))
     by_model = {s["metric"]["model"]: s["metric"] for s in info}
     assert set(by_model) == set(MODEL_NAMES)
     for model, labels in by_model.items():
         assert labels["version"] == manifests[model]["version"]
         assert labels["sha256"] in manifests[model]["files"].values(), labels
 
-    ready = prometheus.query(f'min by (model) (model_ready{{job="{JOB}"}})')
+    ready = prometheus.query(f'min by (model) (dlqr_model_ready{{job="{JOB}"}})')
     assert {s["metric"]["model"]: float(s["value"][1]) for s in ready} == {m: 1.0 for m in MODEL_NAMES}
 
     predict_endpoints = {f"/predict/{m}" for m in MODEL_NAMES}
     requests = prometheus.wait_for(
-        "http_requests_total for the three predictions",
+        "dlqr_http_requests_total for the three predictions",
         lambda: [
             s
-            for s in prometheus.query(f'http_requests_total{{job="{JOB}", method="POST", status="200"}} > 0')
+            for s in prometheus.query(
+                f'dlqr_http_requests_total{{job="{JOB}", method="POST", status="200"}} > 0'
+            )
             if s["metric"].get("endpoint") in predict_endpoints
         ],
     )
     assert {s["metric"]["endpoint"] for s in requests} == predict_endpoints
     # Every per-model series counted this test's predictions (> 0), not just exists.
     for name in (
-        "http_request_duration_seconds_count",
-        "model_inference_seconds_count",
-        "model_batch_size_count",
-        "model_predictions_total",
+        "dlqr_http_request_duration_seconds_count",
+        "dlqr_model_inference_seconds_count",
+        "dlqr_model_batch_size_count",
+        "dlqr_model_predictions_total",
     ):
         prometheus.wait_for(
             f"{name} > 0 for every model",
             lambda n=name: (
                 {
                     s["metric"].get("model")
-                    for s in prometheus.query(f'sum by (model) ({n}{{job="{JOB}"}}) > 0')
+                    for s in prometheus.query(f'sum by (model) ({n}{{job="{JOB}", model!=""}}) > 0')
                 }
                 == set(MODEL_NAMES)
             ),
@@ -206,7 +208,7 @@ def test_alert_rules_evaluate_on_the_real_series(serving_container: RunningServe
     prometheus.wait_for(
         "the first out-of-range sample",
         lambda: prometheus.query(
-            f'input_out_of_range_total{{job="{JOB}", model="wine", feature="{feature}"}}'
+            f'dlqr_input_out_of_range_total{{job="{JOB}", model="wine", feature="{feature}"}}'
         ),
     )
     time.sleep(2)

@@ -403,34 +403,42 @@ def test_metrics_count_requests_predictions_and_drift(make_app, artifacts, golde
     post_json(c, "/predict/digit", {"pixels": [0] * 784})
     c.get("/nope")
     text = c.get("/metrics").get_data(as_text=True)
-    assert _metric(text, "http_requests_total", endpoint="/predict/wine", method="POST", status="200") == 1
-    assert _metric(text, "http_requests_total", endpoint="/predict/wine", method="POST", status="422") == 1
-    assert _metric(text, "http_requests_total", endpoint="unmatched", method="GET", status="404") == 1
-    assert _metric(text, "http_request_duration_seconds_count", model="wine") == 2
-    assert _metric(text, "http_request_duration_seconds_bucket", model="wine", le="+Inf") == 2
-    assert _metric(text, "model_batch_size_sum", model="wine") == 2  # only the served request
-    assert _metric(text, "model_inference_seconds_count", model="seizure") == 1
+    assert (
+        _metric(text, "dlqr_http_requests_total", endpoint="/predict/wine", method="POST", status="200") == 1
+    )
+    assert (
+        _metric(text, "dlqr_http_requests_total", endpoint="/predict/wine", method="POST", status="422") == 1
+    )
+    assert _metric(text, "dlqr_http_requests_total", endpoint="unmatched", method="GET", status="404") == 1
+    assert _metric(text, "dlqr_http_request_duration_seconds_count", model="wine") == 2
+    assert _metric(text, "dlqr_http_request_duration_seconds_bucket", model="wine", le="+Inf") == 2
+    assert _metric(text, "dlqr_model_batch_size_sum", model="wine") == 2  # only the served request
+    assert _metric(text, "dlqr_model_inference_seconds_count", model="seizure") == 1
     pos = sum(p["seizure"] for p in sz["predictions"])
-    assert _metric(text, "model_predictions_total", model="seizure", outcome="positive") == pos or pos == 0
-    assert _metric(text, "model_predictions_total", model="seizure") == len(sz["predictions"])
-    assert _metric(text, "model_predictions_total", model="wine", outcome="value") == 2
-    assert _metric(text, "model_predictions_total", model="digit") == 1
-    assert _metric(text, "model_predicted_value_count", model="wine") == 2
-    assert _metric(text, "model_predicted_value_count", model="seizure") == 4
-    assert _metric(text, "input_out_of_range_total", model="wine", feature="residual_sugar") == 1
-    assert 'input_out_of_range_total{feature="ph"' not in text  # refused input is not served, not counted
+    assert (
+        _metric(text, "dlqr_model_predictions_total", model="seizure", outcome="positive") == pos or pos == 0
+    )
+    assert _metric(text, "dlqr_model_predictions_total", model="seizure") == len(sz["predictions"])
+    assert _metric(text, "dlqr_model_predictions_total", model="wine", outcome="value") == 2
+    assert _metric(text, "dlqr_model_predictions_total", model="digit") == 1
+    assert _metric(text, "dlqr_model_predicted_value_count", model="wine") == 2
+    assert _metric(text, "dlqr_model_predicted_probability_count", model="seizure") == 4
+    assert _metric(text, "dlqr_input_out_of_range_total", model="wine", feature="residual_sugar") == 1
+    # every ranged feature's series exists from the start at 0; a refused input is not counted
+    assert _metric(text, "dlqr_input_out_of_range_total", model="wine", feature="ph") == 0
+    assert 'dlqr_input_out_of_range_total{feature="ph",model="wine"} 0.0' in text
     manifest = json.loads((artifacts / "digit" / "manifest.json").read_text())
     assert (
         _metric(
             text,
-            "model_info",
+            "dlqr_model_info",
             model="digit",
             version=manifest["version"],
             sha256=manifest["files"]["model.onnx"],  # the file ONNX Runtime serves
         )
         == 1
     )
-    assert _metric(text, "model_ready", model="digit") == 1
+    assert _metric(text, "dlqr_model_ready", model="digit") == 1
     assert 'le="0.0005"' in text and 'le="5.0"' in text  # latency buckets 0.5 ms .. 5 s
     assert "_created" not in text
 
@@ -445,12 +453,23 @@ def test_endpoint_label_is_the_matched_url_rule(make_app, artifacts, golden):
     c.get("/models/stout")
     c.get("/random/path/123")
     text = c.get("/metrics").get_data(as_text=True)
-    assert _metric(text, "http_requests_total", endpoint="/predict/digit", method="POST", status="200") == 1
-    assert _metric(text, "http_requests_total", endpoint="/predict/<name>", method="POST", status="404") == 2
-    assert _metric(text, "http_requests_total", endpoint="/predict/wine", method="GET", status="405") == 1
-    assert _metric(text, "http_requests_total", endpoint="/models/seizure", method="GET", status="200") == 1
-    assert _metric(text, "http_requests_total", endpoint="/models/<name>", method="GET", status="404") == 1
-    assert _metric(text, "http_requests_total", endpoint="unmatched", method="GET", status="404") == 1
+    assert (
+        _metric(text, "dlqr_http_requests_total", endpoint="/predict/digit", method="POST", status="200") == 1
+    )
+    assert (
+        _metric(text, "dlqr_http_requests_total", endpoint="/predict/<name>", method="POST", status="404")
+        == 2
+    )
+    assert (
+        _metric(text, "dlqr_http_requests_total", endpoint="/predict/wine", method="GET", status="405") == 1
+    )
+    assert (
+        _metric(text, "dlqr_http_requests_total", endpoint="/models/seizure", method="GET", status="200") == 1
+    )
+    assert (
+        _metric(text, "dlqr_http_requests_total", endpoint="/models/<name>", method="GET", status="404") == 1
+    )
+    assert _metric(text, "dlqr_http_requests_total", endpoint="unmatched", method="GET", status="404") == 1
     for raw in ("beer", "lager", "stout", "random"):
         assert raw not in text  # random paths never create series
 
@@ -459,7 +478,8 @@ def test_model_ready_is_zero_for_a_failed_model(make_app, artifacts_copy):
     (artifacts_copy / "wine" / "metrics.json").write_text("{}")
     text = make_app(ARTIFACTS_DIR=artifacts_copy).test_client().get("/metrics").get_data(as_text=True)
     assert (
-        _metric(text, "model_ready", model="wine") == 0 and _metric(text, "model_ready", model="seizure") == 1
+        _metric(text, "dlqr_model_ready", model="wine") == 0
+        and _metric(text, "dlqr_model_ready", model="seizure") == 1
     )
 
 
@@ -524,3 +544,24 @@ def test_openapi_lists_every_status_the_server_answers(client):
             for slug in slugs:
                 assert f"/docs#problem-{slug}" in responses[str(status)]["description"]
                 assert f'id="problem-{slug}"' in html
+
+
+def test_request_duration_covers_every_route_and_values_are_split_by_kind(make_app, artifacts):
+    c = make_app(ARTIFACTS_DIR=artifacts).test_client()
+    c.get("/healthz")
+    c.get("/models")
+    c.get("/v2/health/live")
+    text = c.get("/metrics").get_data(as_text=True)
+    for endpoint in ("/healthz", "/models", "/v2/health/live"):
+        n = _metric(
+            text, "dlqr_http_request_duration_seconds_count", endpoint=endpoint, method="GET", model=""
+        )
+        assert n == 1, endpoint
+    # probabilities and values in a model's units (% vol) never share a histogram
+    assert "# TYPE dlqr_model_predicted_probability histogram" in text
+    assert "# TYPE dlqr_model_predicted_value histogram" in text
+    assert 'dlqr_model_predicted_value_bucket{le="0.5",model="wine"}' not in text  # % vol buckets only
+    assert 'dlqr_model_predicted_probability_bucket{le="8.0",model="seizure"}' not in text
+    # metric names carry the application prefix
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    assert names and all(n.startswith("dlqr_") for n in names), names

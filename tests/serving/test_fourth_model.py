@@ -215,16 +215,22 @@ def test_metrics_count_its_predictions_by_class_label(iris_app):
     c = app.test_client()
     instances = [dict(zip(FEATURES, c_.tolist(), strict=True)) for c_ in CENTRES[[0, 0, 1, 2]]]
     before = c.get("/metrics").get_data(as_text=True)
-    base = {s: _metric(before, "model_predictions_total", model=NAME, outcome=s) for s in SPECIES}
+    base = {s: _metric(before, "dlqr_model_predictions_total", model=NAME, outcome=s) for s in SPECIES}
     assert c.post(f"/predict/{NAME}", json={"instances": instances}).status_code == 200
     c.post(f"/predict/{NAME}", json={**EXAMPLE, "sepal_length": 1e9})  # 422: not counted
     text = c.get("/metrics").get_data(as_text=True)
-    got = {s: _metric(text, "model_predictions_total", model=NAME, outcome=s) - base[s] for s in SPECIES}
+    got = {s: _metric(text, "dlqr_model_predictions_total", model=NAME, outcome=s) - base[s] for s in SPECIES}
     assert got == {"setosa": 2, "versicolor": 1, "virginica": 1}
-    assert _metric(text, "model_ready", model=NAME) == 1
+    assert _metric(text, "dlqr_model_ready", model=NAME) == 1
     sha = json.loads((root / NAME / "manifest.json").read_text())["files"]["model.onnx"]
-    assert _metric(text, "model_info", model=NAME, version="2026.01.01.000000", sha256=sha) == 1
-    assert _metric(text, "http_requests_total", endpoint=f"/predict/{NAME}", method="POST", status="200") >= 1
-    assert _metric(text, "http_requests_total", endpoint=f"/predict/{NAME}", method="POST", status="422") >= 1
-    assert _metric(text, "model_batch_size_count", model=NAME) >= 1
-    assert f'model_predicted_value_count{{model="{NAME}"}}' not in text  # multiclass: no scalar value
+    assert _metric(text, "dlqr_model_info", model=NAME, version="2026.01.01.000000", sha256=sha) == 1
+    assert (
+        _metric(text, "dlqr_http_requests_total", endpoint=f"/predict/{NAME}", method="POST", status="200")
+        >= 1
+    )
+    assert (
+        _metric(text, "dlqr_http_requests_total", endpoint=f"/predict/{NAME}", method="POST", status="422")
+        >= 1
+    )
+    assert _metric(text, "dlqr_model_batch_size_count", model=NAME) >= 1
+    assert f'dlqr_model_predicted_value_count{{model="{NAME}"}}' not in text  # multiclass: no scalar value

@@ -35,7 +35,7 @@ WINE = dict(EXAMPLE)  # a real row of the UCI table, the card's documented examp
 
 def counted(app, **labels) -> float:
     registry = app.extensions["dlqr_metrics"].registry
-    name = labels.pop("name", "http_requests_total")
+    name = labels.pop("name", "dlqr_http_requests_total")
     return sum(
         s.value
         for m in registry.collect()

@@ -392,7 +392,7 @@ def test_chunked_body_over_the_limit_is_413(server):
 def test_metrics_are_aggregated_across_workers(server):
     p = server.port
     inst = golden_inputs(Path(server.env["DLQR_ARTIFACTS_DIR"]), "digit")[0]
-    before = metric(call(p, "GET", "/metrics")[2].decode(), "model_predictions_total", model="digit")
+    before = metric(call(p, "GET", "/metrics")[2].decode(), "dlqr_model_predictions_total", model="digit")
     n_threads, per_thread = 8, 25
     errors: list = []
 
@@ -419,12 +419,12 @@ def test_metrics_are_aggregated_across_workers(server):
     seen = set()
     for _ in range(8):
         text = call(p, "GET", "/metrics")[2].decode()
-        seen.add(metric(text, "model_predictions_total", model="digit") - before)
+        seen.add(metric(text, "dlqr_model_predictions_total", model="digit") - before)
     assert seen == {total}, f"scrapes disagree or miss requests: {seen} (expected {total})"
     text = call(p, "GET", "/metrics")[2].decode()
-    assert metric(text, "model_ready", model="digit") == 1
-    assert metric(text, "model_info", model="digit") == 1  # max over live workers: one series, value 1
-    assert metric(text, "http_request_duration_seconds_count", model="digit") >= total
+    assert metric(text, "dlqr_model_ready", model="digit") == 1
+    assert metric(text, "dlqr_model_info", model="digit") == 1  # max over live workers: one series, value 1
+    assert metric(text, "dlqr_http_request_duration_seconds_count", model="digit") >= total
 
 
 @pytest.fixture
@@ -466,7 +466,8 @@ def test_tampered_bundle_is_refused_and_ctrl_c_stops_cleanly(tmp_path, tampered)
         assert post(srv.port, "/predict/seizure", {"eeg": [0] * 178})[0] == 200
         text = call(srv.port, "GET", "/metrics")[2].decode()
         assert (
-            metric(text, "model_ready", model="digit") == 0 and metric(text, "model_ready", model="wine") == 1
+            metric(text, "dlqr_model_ready", model="digit") == 0
+            and metric(text, "dlqr_model_ready", model="wine") == 1
         )
         prom_dir = re.search(r'prometheus_dir=([^\s"]+)', srv.log()).group(1)
         assert Path(prom_dir).is_dir()

@@ -83,16 +83,16 @@ def test_observe_prediction_uses_the_tasks_outcomes_and_values():
     def value(name, **labels):
         return reg.get_sample_value(name, labels)
 
-    assert value("model_predictions_total", model="seizure", outcome="positive") == 2
-    assert value("model_predictions_total", model="seizure", outcome="negative") == 1
-    assert value("model_predictions_total", model="digit", outcome="7") == 2  # the card's class label
-    assert value("model_predictions_total", model="digit", outcome="3") == 0  # pre-created, bounded
-    assert value("model_predictions_total", model="wine", outcome="value") == 1
-    assert value("model_predicted_value_sum", model="seizure") == pytest.approx(1.7)
-    assert value("model_predicted_value_sum", model="wine") == pytest.approx(10.2)
-    assert value("model_predicted_value_count", model="digit") is None  # no scalar: no series
-    assert value("model_batch_size_sum", model="digit") == 2
-    assert value("model_ready", model="wine") == 0  # until the registry says so
-    m.set_model_state("wine", True, "v1", "abc")
-    assert value("model_ready", model="wine") == 1
-    assert value("model_info", model="wine", version="v1", sha256="abc") == 1
+    assert value("dlqr_model_predictions_total", model="seizure", outcome="positive") == 2
+    assert value("dlqr_model_predictions_total", model="seizure", outcome="negative") == 1
+    assert value("dlqr_model_predictions_total", model="digit", outcome="7") == 2  # the card's class label
+    assert value("dlqr_model_predictions_total", model="digit", outcome="3") == 0  # pre-created, bounded
+    assert value("dlqr_model_predictions_total", model="wine", outcome="value") == 1
+    assert value("dlqr_model_predicted_probability_sum", model="seizure") == pytest.approx(1.7)
+    assert value("dlqr_model_predicted_value_sum", model="wine") == pytest.approx(10.2)
+    assert value("dlqr_model_predicted_value_count", model="digit") is None  # no scalar: no series
+    assert value("dlqr_model_batch_size_sum", model="digit") == 2
+    assert value("dlqr_model_ready", model="wine") == 0  # until the registry says so
+    m.set_served_versions("wine", True, [("v1", "abc")])
+    assert value("dlqr_model_ready", model="wine") == 1
+    assert value("dlqr_model_info", model="wine", version="v1", sha256="abc") == 1

@@ -181,11 +181,11 @@ def test_a_directory_of_images_is_scored_like_raw_image_bodies(client, artifacts
         bodies[name] = (buf.getvalue(), f"image/{'jpeg' if ext == 'jpg' else 'png'}")
     (images / "notes.txt").write_text("not an image")
     model, ctx = _load(artifacts, "digit")
-    res = offline.score(model, ctx, images, tmp_path / "out.jsonl", skip_invalid=True, progress=False)
-    assert (res.scored, res.invalid) == (3, 1)
+    # A file that is not an image (a README, notes) is no input: skipped and counted, the run succeeds.
+    res = offline.score(model, ctx, images, tmp_path / "out.jsonl", progress=False)
+    assert (res.rows, res.scored, res.invalid, res.skipped) == (3, 3, 0, 1)
     got = _read_jsonl(tmp_path / "out.jsonl")
-    assert [r["input"] for r in got] == ["img0.png", "img1.jpg", "img2.png", "notes.txt"]
-    assert "text/plain is not one of image/png, image/jpeg" in got[3]["error"]
+    assert [r["input"] for r in got] == ["img0.png", "img1.jpg", "img2.png"]
     for rec in got[:3]:
         data, ctype = bodies[rec["input"]]
         want = client.post("/predict/digit", data=data, content_type=ctype).get_json()["predictions"][0]
@@ -239,3 +239,43 @@ def test_offline_reproduces_the_server_on_every_row_of_the_real_test_split(
     _write_csv(tmp_path / "test.csv", name, instances)
     offline.score(model, ctx, tmp_path / "test.csv", tmp_path / "out.csv", progress=False)
     assert [p for _, _, p in _preds_from_csv(tmp_path / "out.csv", name)] == want
+
+
+@pytest.mark.parametrize(
+    "prefix", [[], ["predict"]], ids=["dlqr-predict MODEL", "dlqr-predict predict MODEL"]
+)
+def test_cli_takes_the_model_first_and_the_old_predict_form(prefix, artifacts, golden, tmp_path, capsys):
+    _write_jsonl(tmp_path / "in.jsonl", [g["input"] for g in golden["wine"]])
+    out = tmp_path / "out.jsonl"
+    argv = [
+        *prefix,
+        "wine",
+        "--artifacts",
+        str(artifacts),
+        "-i",
+        str(tmp_path / "in.jsonl"),
+        "-o",
+        str(out),
+        "-q",
+    ]
+    assert offline.main(argv) == 0, capsys.readouterr().err
+    assert len(_read_jsonl(out)) == len(golden["wine"])
+    assert offline.command_line(["--help"]) == ["--help"]  # options are never taken for a model
+
+
+def test_cli_counts_skipped_files_and_refuses_an_unknown_version(artifacts, tmp_path, capsys):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    arr = np.zeros((28, 28), np.uint8)
+    arr[6:22, 12:16] = 200  # a stroke: a blank image is refused
+    Image.fromarray(arr).save(images / "a.png")
+    (images / "README.md").write_text("# scans\n")
+    out = tmp_path / "out.csv"
+    argv = ["digit", "--artifacts", str(artifacts), "-i", str(images), "-o", str(out), "-q"]
+    assert offline.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "skipped: 1 files" in err and "1 of 1 inputs scored, 0 invalid, 1 files skipped" in err
+    assert offline.main([*argv, "--version", "9.9"]) == 2
+    assert "error: model digit has no version '9.9'" in capsys.readouterr().err

@@ -16,7 +16,7 @@ import pytest
 from dlqr import bundle as B
 from dlqr import card as cards
 from dlqr import processing, repository
-from serving.registry import OnnxForward, ort_session
+from serving.loading import OnnxForward, ort_session
 from tests.conftest import REPO_ROOT
 from tests.serving import bundles
 from tests.serving.bundles import MODEL_NAMES

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from dlqr import card as cards
-from serving.registry import OnnxForward, Registry, ort_session
+from serving.dataplane import DataPlane
+from serving.loading import OnnxForward, ort_session
+from serving.registry import Registry
 from serving.schemas import build_schemas
 from tests.serving import bundles
 from tests.serving.bundles import MODEL_NAMES
@@ -76,7 +78,7 @@ def test_served_forward_matches_a_fresh_session_on_the_same_file(artifacts):
     x = np.random.default_rng(0).random((33, 784), dtype=np.float32)
     fresh = OnnxForward(ort_session((artifacts / "digit" / "model.onnx").read_bytes()))
     assert np.array_equal(model.forward(x), fresh(x))
-    out, seconds = model.predict(np.round(x * 255).astype(np.float64))
+    out, seconds = DataPlane().run(model, np.round(x * 255).astype(np.float64))
     assert out.shape == (33, 10) and out.dtype == np.float64 and seconds > 0
 
 
@@ -285,7 +287,7 @@ def test_onnx_changed_after_verification_is_refused(artifacts_copy, monkeypatch)
         _flip_byte(b.onnx_path, offset=-20)  # e.g. replaced between verification and loading
         return b
 
-    monkeypatch.setattr("serving.registry.load_bundle", swap_after_verify)
+    monkeypatch.setattr("serving.loading.load_bundle", swap_after_verify)
     state = load(artifacts_copy, ["wine"]).states["wine"]
     assert state.status == "failed" and "sha256 mismatch for model.onnx" in state.reason
 
@@ -334,12 +336,12 @@ def test_keras_crosscheck_catches_an_h5_that_is_not_the_onnx(artifacts_copy, tmp
     assert state.status == "failed" and "ONNX Runtime differs from Keras model.h5" in state.reason
 
 
-def test_background_loading_reports_progress(artifacts):
+def test_loading_reports_progress(artifacts):
     seen = []
     reg = Registry(artifacts, VALIDATORS, on_change=lambda s: seen.append((s.name, s.status)))
     assert reg.names == MODEL_NAMES  # default: every registered card
     assert {s.status for s in reg.states.values()} == {"pending"}
-    reg.start_background()
-    assert reg.wait(timeout=120)
+    reg.load_all()
+    assert reg.all_ready
     assert seen[:2] == [("wine", "loading"), ("wine", "ready")] and ("digit", "ready") in seen
     assert reg.ready_at is not None

@@ -64,13 +64,13 @@ def test_tensor_outputs_follow_the_task():
 def test_v2_traffic_counts_under_the_same_model_labels(make_app, artifacts, golden):
     client = make_app(ARTIFACTS_DIR=artifacts, MODELS=("seizure",)).test_client()
     instances = [g["input"] for g in golden["seizure"]]
-    before = _metric(client, "model_batch_size_count", model="seizure")
+    before = _metric(client, "dlqr_model_batch_size_count", model="seizure")
     r = client.post("/v2/models/seizure/infer", json=_request("seizure", _rows("seizure", instances)))
     assert r.status_code == 200
-    assert _metric(client, "model_batch_size_count", model="seizure") == before + 1
-    assert _metric(client, "model_predictions_total", model="seizure") == len(instances)
-    assert _metric(client, "http_request_duration_seconds_count", model="seizure") >= 1
-    assert _metric(client, "http_requests_total", endpoint="/v2/models/seizure/infer", status="200") == 1
+    assert _metric(client, "dlqr_model_batch_size_count", model="seizure") == before + 1
+    assert _metric(client, "dlqr_model_predictions_total", model="seizure") == len(instances)
+    assert _metric(client, "dlqr_http_request_duration_seconds_count", model="seizure") >= 1
+    assert _metric(client, "dlqr_http_requests_total", endpoint="/v2/models/seizure/infer", status="200") == 1
 
 
 def test_v2_applies_the_cards_validation_with_the_offending_feature(client, golden):
@@ -137,3 +137,41 @@ def test_v2_not_ready_is_503_with_an_error(make_app, artifacts_copy):
     assert client.get("/v2/health/live").get_json() == {"live": True}
     md = client.get("/v2/models/wine").get_json()
     assert md["versions"] == [] and md["version_states"][0]["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", "/v2/models/wine", "GET, HEAD, OPTIONS"),
+        ("PUT", "/v2/models/wine/infer", "POST, OPTIONS"),
+        ("GET", "/v2/models/wine/versions/1/infer", "POST, OPTIONS"),
+        ("POST", "/v2/health/live", "GET, HEAD, OPTIONS"),
+        ("POST", "/v2", "GET, HEAD, OPTIONS"),
+        ("TRACE", "/v2/models/wine", "GET, HEAD, OPTIONS"),  # refused by routing, not by the catch-all
+    ],
+)
+def test_v2_405_carries_allow_and_options_lists_only_what_works(client, method, path, allow):
+    r = client.open(path, method=method)
+    assert r.status_code == 405 and r.headers["Allow"] == allow, r.get_data(as_text=True)
+    assert r.content_type == "application/json" and method in r.get_json()["error"]
+    r = client.options(path)
+    assert r.status_code == 204 and r.headers["Allow"] == allow
+    for m in allow.split(", "):  # every advertised method is answered, none with 405
+        if m != "OPTIONS":
+            assert client.open(path, method=m, json={}).status_code != 405, m
+
+
+def test_v2_options_on_an_unknown_path_is_404(client):
+    r = client.options("/v2/nope")
+    assert r.status_code == 404 and "no route" in r.get_json()["error"]
+
+
+def test_openapi_lists_the_statuses_v2_routes_answer(client):
+    paths = client.get("/openapi.json").get_json()["paths"]
+    for path, ops in paths.items():
+        if path.startswith("/v2"):
+            for op in ops.values():
+                assert {"400", "404", "405", "413", "415", "503"} <= set(op["responses"]), path
+    # and the server does answer them: 415 for a body with a byte-order mark, 413 over the limit
+    r = client.post("/v2/models/wine/infer", data=b"\xef\xbb\xbf{}", content_type="application/json")
+    assert r.status_code == 415 and "byte-order mark" in r.get_json()["error"]

@@ -108,6 +108,16 @@ def test_a_pinned_version_that_is_absent_is_not_ready(repo, make_app):
     assert status == 503 and "pinned version '7.0' is not in" in body["detail"]
 
 
+def test_a_pinned_version_that_is_absent_writes_one_log_line(repo, make_app, caplog):
+    with caplog.at_level("ERROR", logger="serving.registry"):
+        app = _wine_app(make_app, repo, VERSION_POLICY="7.0")
+        app.extensions["dlqr"].registry.refresh("wine")  # a poll with nothing changed: no second line
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "pinned_version_missing"]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+    assert lines[0].version == "7.0" and lines[0].found == ["1.9"]
+    assert "pinned version '7.0' is not in" in lines[0].getMessage()
+
+
 def test_unknown_version_is_404_problem_json(repo, make_app):
     client = _wine_app(make_app, repo).test_client()
     r = client.post("/predict/wine?version=3.0", json=_instance(repo))
@@ -155,8 +165,8 @@ def test_good_new_version_is_swapped_in_and_the_old_one_freed(repo, artifacts, m
     assert _version(client, repo)[1]["version"] == "1.10"
     gc.collect()
     assert old() is None, "the retired version is still referenced"
-    assert _metric(client, "model_info", model="wine", version="1.10") == 1.0
-    assert _metric(client, "model_info", model="wine", version="1.9") == 0.0
+    assert _metric(client, "dlqr_model_info", model="wine", version="1.10") == 1.0
+    assert _metric(client, "dlqr_model_info", model="wine", version="1.9") == 0.0
 
 
 def test_a_request_in_flight_finishes_on_the_old_version(repo, artifacts, make_app):
@@ -205,7 +215,7 @@ def test_a_bad_new_version_is_refused_and_the_old_one_keeps_serving(
     versions = {v["version"]: v for v in client.get("/models/wine").get_json()["versions"]}
     assert versions["1.10"]["status"] == "failed" and fragment in versions["1.10"]["reason"]
     assert versions["1.10"]["file"] == file and versions["1.9"]["status"] == "ready"
-    assert _metric(client, "model_refused_total", model="wine") == 1.0
+    assert _metric(client, "dlqr_model_refused_total", model="wine") == 1.0
     err = [json.loads(line) for line in capsys.readouterr().err.splitlines() if '"model_refused"' in line]
     assert err and err[-1]["level"] == "ERROR" and err[-1]["file"].endswith(f"1.10/{file}")
     assert reg.poll() == []  # refused once: not retried until the directory changes

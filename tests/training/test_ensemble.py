@@ -30,7 +30,7 @@ def test_fold_equals_member_average(name, tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     # The folded model is a plain Dense chain, exported to ONNX like any other: ONNX Runtime reproduces it.
     assert all(type(layer).__name__ == "Dense" for layer in folded.layers)
-    from serving.registry import OnnxForward, ort_session
+    from serving.loading import OnnxForward, ort_session
     from training.export import export_onnx
 
     path = tmp_path / "folded.onnx"
@@ -54,7 +54,7 @@ def test_unfold_serves_the_same_function_without_the_zero_blocks(name, tmp_path)
     import keras
     import onnx
 
-    from serving.registry import OnnxForward, ort_session
+    from serving.loading import OnnxForward, ort_session
     from training.export import _serving_graph, export_onnx
 
     folded = EN.fold(name, CFG, EN.build_training_model(name, CFG, seed=3))

@@ -62,7 +62,7 @@ def test_interrupted_replacement_keeps_old_bundle_valid(tmp_path):
 
 
 def _ort(path):
-    from serving.registry import OnnxForward, ort_session
+    from serving.loading import OnnxForward, ort_session
 
     return OnnxForward(ort_session(path.read_bytes()))
 

@@ -44,7 +44,7 @@ def _check_bundle(dest, name):
     import keras
     from pydantic import TypeAdapter
 
-    from serving.registry import OnnxForward, ort_session
+    from serving.loading import OnnxForward, ort_session
 
     card = cards.get(name)
     b = B.load_bundle(dest, name)
