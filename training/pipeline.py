@@ -320,6 +320,7 @@ def run_model(
     pool: Executor | None = None,
     early_baselines: dict[str, Callable[[], dict[str, Any]]] | None = None,
     book_pool: Executor | None = None,
+    skip_onnx: bool = False,
 ) -> dict[str, Any]:
     """Train, evaluate and export one model; returns a summary for the timing table.
 
@@ -331,8 +332,11 @@ def run_model(
     networks train (:func:`start_baseline`); the figures are the same either way.
     ``early_baselines`` holds baselines already started for this run (:func:`start_baselines`).
     With ``book_pool``, the fit on the book's row split runs there beside this one
-    (:func:`start_book_split`).
+    (:func:`start_book_split`). ``skip_onnx`` writes the bundle without ``model.onnx``;
+    otherwise a run that could not export it stops here, before the training.
     """
+    if not skip_onnx:
+        X.require_onnx_export()
     early = early_baselines or {}
     started = dt.datetime.now(dt.UTC)
     version = repository.check_version_name(version or X.new_version(started))
@@ -402,6 +406,7 @@ def run_model(
             manifest=manifest,
             report_files=report,
             check_x=p.x["test"],  # ONNX Runtime must reproduce Keras on every test row, not just the goldens
+            skip_onnx=skip_onnx,
         )
     return {
         "model": name,
