@@ -31,8 +31,12 @@ def bar_verdict(bars: dict[str, dict[str, Any]]) -> str:
     return "PASS" if not missed else "MISSED BAR: " + "; ".join(missed)
 
 
-def summary_table(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per model (epochs, timings), then one line per quality bar: ``value op bar ok|MISSED``."""
+def summary_table(rows: list[dict[str, Any]], wall_seconds: float | None = None) -> list[str]:
+    """One line per model (epochs, timings), then one line per quality bar: ``value op bar ok|MISSED``.
+
+    ``wall_seconds``: the whole run's wall time, printed last (the models overlap, so
+    it is less than the sum of their totals).
+    """
     lines = ["model    epochs  best  s/epoch  train s  total s  quality bars"]
     pad = " " * 50  # the bars column, under "quality bars"
     for r in rows:
@@ -45,7 +49,8 @@ def summary_table(rows: list[dict[str, Any]]) -> list[str]:
             f"{r['seconds']:>8.1f} {r['total_seconds']:>8.1f}  {bars[0]}".rstrip()
         )
         lines.extend(pad + b for b in bars[1:])
-    lines.append(f"total: {sum(r['total_seconds'] for r in rows):.1f} s")
+    total = f"total: {sum(r['total_seconds'] for r in rows):.1f} s"
+    lines.append(total + (f", {wall_seconds:.1f} s wall" if wall_seconds is not None else ""))
     return lines
 
 

@@ -71,3 +71,4 @@ def test_summary_table_fits_100_columns_and_marks_missed_bars():
     assert "mae_scaled 0.2039 <= 0.22 MISSED" in lines[1]
     assert lines[2].strip() == "mae_scaled_vs_baseline 0.2039 <= 0.2213 ok"
     assert lines[-1] == "total: 160.2 s"
+    assert console.summary_table([_row("wine")], 70.04)[-1] == "total: 80.1 s, 70.0 s wall"
