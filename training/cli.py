@@ -27,7 +27,10 @@ def _add_verbose(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train, evaluate and export the models; fetch their datasets; check a GPU.",
+    )
     sub = ap.add_subparsers(
         dest="command", required=True, metavar="{train,evaluate,fetch,gpu-check,add-onnx}"
     )
@@ -56,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--data-dir",
         type=Path,
-        help="directory with <dataset>/<file> (default: $DLQR_DATA_DIR, else download)",
+        help="directory with <dataset>/<file> (default: $DLQR_DATA_DIR, else download into the cache; "
+        "offline, point this at a local copy)",
     )
     tr.add_argument(
         "--cache-dir", type=Path, help="download cache (default: $DLQR_CACHE_DIR or ~/.cache/dlqr)"
@@ -89,9 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--book-workers",
         type=int,
         choices=(0, 1),
+        default=1,
         help="1: train the book's-row-split comparison network in a second process while the main "
-        "network trains (same figures); 0: after it, in this process. Default: 1 when training on the "
-        "CPU, 0 on a GPU",
+        "network trains (same figures; on a GPU both share it); 0: after it, in this process "
+        "(default: %(default)s)",
+    )
+    tr.add_argument(
+        "--skip-onnx",
+        action="store_true",
+        help="write bundles without model.onnx where it cannot be exported (e.g. Keras on JAX without "
+        "TensorFlow); serving needs it, so add it later with `python -m training add-onnx`. Without "
+        "this flag such a run stops before training",
+    )
+    tr.add_argument(
+        "--no-deterministic",
+        dest="deterministic",
+        action="store_false",
+        help="allow non-deterministic GPU kernels (XLA_FLAGS --xla_gpu_deterministic_ops and "
+        "TensorFlow's op determinism are on by default, so the same seed gives the same weights)",
     )
     tr.add_argument("-q", "--quiet", action="store_true", help="no per-epoch output")
     _add_verbose(tr)
@@ -152,7 +171,7 @@ def default_baseline_workers() -> int:
     return min(4, cores // 4)
 
 
-def _process_pool(workers: int):
+def _process_pool(workers: int, verbose: bool = False):
     """A pool of ``workers`` processes for the baselines or the book-split fits, or None for 0.
 
     Spawned, not forked: the parent runs TensorFlow, which does not survive fork.
@@ -162,26 +181,15 @@ def _process_pool(workers: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    from training.device import import_backend_quietly
 
-
-def default_book_workers(gpus: list[str] | None = None) -> int:
-    """1 on a CPU: the two fits side by side; 0 on a GPU (one device, already fast).
-
-    ``gpus``: the GPUs the Keras backend sees (default: asked; 0 if the probe fails).
-    The small wine and seizure networks leave much of a CPU idle (TensorFlow's threads
-    wait on each other between small ops): on the 2-core machine ``train wine`` took
-    121.7 s with the book-split fit beside the main one, against 167.3 s one after the
-    other, with the same bundle and figures.
-    """
-    if gpus is None:
-        from training import device
-
-        try:
-            gpus = device.visible_gpus()
-        except Exception:  # a backend that cannot say: train as before, in this process
-            return 0
-    return 0 if gpus else 1
+    # Each worker imports the backend with its start-up notices dropped, like this process.
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=import_backend_quietly,
+        initargs=(verbose,),
+    )
 
 
 def _models(arg: str) -> list[str]:
@@ -207,6 +215,13 @@ def _fmt(name: str, m: dict) -> str:
 
 
 def cmd_train(args) -> int:
+    import os
+
+    t_run = time.perf_counter()
+    from training import device
+
+    # Before any backend starts (here or in a spawned worker, which inherits os.environ).
+    os.environ.update(device.backend_environment(args.deterministic))
     _quiet_tf(args.verbose)
     from training import config as C
     from training import pipeline as P
@@ -232,14 +247,15 @@ def cmd_train(args) -> int:
             cfgs[name]["split"]["strategy"] = strategies.get(args.split, args.split)
     if args.max_rows is not None and args.max_rows < 10:
         raise C.ConfigError("--max-rows must be at least 10")
-    from training import device
+    from training import console
+    from training import export as X
 
     device.require_gpu_if_asked()  # DLQR_REQUIRE_GPU=1: stop before any data is loaded
+    X.require_onnx_export(args.skip_onnx)  # an unservable bundle only when asked for
     print(f"== device: {device.device_description()}", flush=True)
     rows = []
-    pool = _process_pool(args.baseline_workers)
-    book_workers = default_book_workers() if args.book_workers is None else args.book_workers
-    book_pool = _process_pool(book_workers)
+    pool = _process_pool(args.baseline_workers, args.verbose)
+    book_pool = _process_pool(args.book_workers, args.verbose)
     try:
         datasets, started, t_start = {}, {}, {}
         if pool is not None:  # every model's baselines start now and fit while the networks train
@@ -249,6 +265,9 @@ def cmd_train(args) -> int:
                 datasets[name] = T.load_dataset(name, args.data_dir, args.cache_dir)
                 started[name] = P.start_baselines(pool, name, cfgs[name], datasets[name], args.max_rows)
                 t_start[name] = time.perf_counter() - t0
+        # Every model trains before the first is finished: the comparison fits on the
+        # book's split (another process) then overlap the next models' main fits.
+        pending = []
         for name in models:
             t0 = time.perf_counter()
             if name in datasets:
@@ -257,7 +276,7 @@ def cmd_train(args) -> int:
                 print(f"== {name}: loading data", flush=True)
                 ds = T.load_dataset(name, args.data_dir, args.cache_dir)
             load_seconds = t_start.get(name, 0.0) + time.perf_counter() - t0
-            summary = P.run_model(
+            finish = P.start_model(
                 name,
                 cfgs[name],
                 ds,
@@ -270,12 +289,17 @@ def cmd_train(args) -> int:
                 pool=pool,
                 early_baselines=started.get(name),
                 book_pool=book_pool,
+                skip_onnx=args.skip_onnx,
             )
-            summary["total_seconds"] = time.perf_counter() - t0 + t_start.get(name, 0.0)
+            pending.append((name, finish, load_seconds, time.perf_counter() - t0 + t_start.get(name, 0.0)))
+        for name, finish, load_seconds, start_seconds in pending:
+            t0 = time.perf_counter()
+            summary = finish()
+            summary["total_seconds"] = start_seconds + time.perf_counter() - t0
             summary["phase_seconds"] = {"load": load_seconds, **summary["phase_seconds"]}
             rows.append(summary)
             bars = summary["metrics"]["quality_bars"]
-            status = "PASS" if all(b["passed"] for b in bars.values()) else "BELOW BAR"
+            status = console.bar_verdict(bars)
             print(
                 f"== {name}: {_fmt(name, summary['metrics'])} [{status}] -> {summary['bundle']}", flush=True
             )
@@ -283,24 +307,10 @@ def cmd_train(args) -> int:
         for p in (pool, book_pool):
             if p is not None:
                 p.shutdown(wait=True, cancel_futures=True)
-    print("\nmodel    epochs  best  s/epoch  train s  total s  quality")
-    for r in rows:
-        bars = r["metrics"]["quality_bars"]
-        q = ", ".join(
-            f"{k} {v['value']:.4f} {v['op']} {v['bar']:.4g}" + ("" if v["passed"] else " FAIL")
-            for k, v in bars.items()
-        )
-        print(
-            f"{r['model']:<8} {r['epochs_run']:>6} {r['best_epoch']:>5} {r['mean_epoch_seconds']:>8.2f} "
-            f"{r['seconds']:>8.1f} {r['total_seconds']:>8.1f}  {q}"
-        )
-    print(f"total: {sum(r['total_seconds'] for r in rows):.1f} s")
-    phases = list(dict.fromkeys(k for r in rows for k in r.get("phase_seconds", {})))
-    if phases:
-        print("\nphase seconds  " + "  ".join(f"{k:>13}" for k in phases))
-        for r in rows:
-            ph = r.get("phase_seconds", {})
-            print(f"{r['model']:<13}  " + "  ".join(f"{ph.get(k, 0.0):>13.1f}" for k in phases))
+    print("\n" + "\n".join(console.summary_table(rows, time.perf_counter() - t_run)))
+    phase_lines = console.phase_table(rows)
+    if phase_lines:
+        print("\n" + "\n".join(phase_lines))
     return 0
 
 
@@ -391,6 +401,18 @@ def main(argv: list[str] | None = None) -> int:
     except (BundleError, ConfigError, DataError, DeviceError, OnnxExportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:  # e.g. a serving-only install (make install-serve)
+        print(f"error: {missing_module_message(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: no bundle was written for the model in progress", file=sys.stderr)
         return 130
+
+
+def missing_module_message(exc: ModuleNotFoundError) -> str:
+    """What to do when a training dependency is not installed (the serving-only venv lacks them)."""
+    return (
+        f"the Python module {exc.name or str(exc)!r} is not installed; training needs the training "
+        "dependencies (Keras, TensorFlow, scikit-learn...). Run `make install` "
+        "(or: pip install -e '.[cpu,train]')"
+    )

@@ -97,6 +97,14 @@ FILES: dict[str, RemoteFile] = {
 }
 
 
+#: Appended to a failed download: how to train from local copies instead (e.g. offline).
+OFFLINE_HINT = (
+    "Offline or behind a proxy? Point at a local copy of the data laid out as <dir>/<dataset>/<file>: "
+    "--data-dir DIR or DLQR_DATA_DIR=DIR (`make train` passes --data-dir ../shared/data when that "
+    "directory exists), or a mirror with DLQR_DATA_MIRROR=URL."
+)
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("DLQR_CACHE_DIR") or Path.home() / ".cache" / "dlqr")
 
@@ -172,7 +180,9 @@ def download(
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    raise DataError(f"could not download {spec.dataset}/{spec.name}:\n  " + "\n  ".join(errors))
+    raise DataError(
+        f"could not download {spec.dataset}/{spec.name}:\n  " + "\n  ".join(errors) + "\n" + OFFLINE_HINT
+    )
 
 
 def fetch(

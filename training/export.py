@@ -5,8 +5,9 @@ artifact) and ``model.onnx`` (Keras' own ONNX export, what serving runs in ONNX
 Runtime). The export fails, and writes nothing, unless ONNX Runtime reproduces
 Keras within 1e-5 on the golden pairs and on every row it is given (the whole
 test split). Where ONNX export is impossible (no TensorFlow, e.g. training on
-the JAX backend), the bundle is sealed without ``model.onnx`` and a warning
-says how to add it later: :func:`add_onnx` (``python -m training add-onnx``).
+the JAX backend), training refuses to start (:func:`require_onnx_export`) unless
+``--skip-onnx`` asks for a bundle without ``model.onnx``; a warning then says how
+to add it later: :func:`add_onnx` (``python -m training add-onnx``).
 
 Nothing here pickles: the models are ``.h5`` (no optimizer state) and ONNX,
 everything else is JSON, CSV, PNG or the Markdown model card.
@@ -120,6 +121,25 @@ def onnx_unavailable() -> str | None:
     return None
 
 
+def require_onnx_export(skip_onnx: bool = False) -> None:
+    """Raise :class:`OnnxExportError` now if a bundle trained here could not get ``model.onnx``.
+
+    Called before any data is loaded, so a run that could only write an unservable
+    bundle stops in its first seconds instead of after the training. ``skip_onnx``
+    (``--skip-onnx``) accepts such bundles.
+    """
+    if skip_onnx:
+        return
+    reason = onnx_unavailable()
+    if reason:
+        raise OnnxExportError(
+            f"cannot export model.onnx here: {reason}. Serving needs it, so nothing was trained. "
+            "Install the training extras with TensorFlow (make install), or pass --skip-onnx to "
+            "write bundles without model.onnx and add it later on a machine with TensorFlow: "
+            "python -m training add-onnx artifacts/<model>/<version>"
+        )
+
+
 def export_onnx(model, path: Path, check_x: np.ndarray, graph=None) -> dict[str, Any]:
     """Write ``model`` as ONNX to ``path`` and prove ONNX Runtime reproduces it on ``check_x``.
 
@@ -143,7 +163,9 @@ def export_onnx(model, path: Path, check_x: np.ndarray, graph=None) -> dict[str,
     for name in ("tf2onnx", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        graph.export(str(path), format="onnx", verbose=False)
+        with warnings.catch_warnings():  # tf2onnx probes np.object: a NumPy notice, not ours to act on
+            warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
+            graph.export(str(path), format="onnx", verbose=False)
     except Exception as exc:
         path.unlink(missing_ok=True)
         raise OnnxExportError(f"Keras ONNX export failed: {type(exc).__name__}: {exc}") from exc
@@ -229,12 +251,18 @@ def export_bundle(
     manifest: dict,
     report_files: dict[str, Path],
     check_x: np.ndarray | None = None,
+    skip_onnx: bool = False,
 ) -> Path:
     """Write every file into a staging dir next to ``dest``, then seal and rename it.
 
     ``check_x`` (model inputs, e.g. the whole test split) is what ONNX Runtime must
-    reproduce Keras on, besides the golden pairs.
+    reproduce Keras on, besides the golden pairs. Without ``model.onnx`` a bundle
+    cannot be served: where ONNX export is impossible this raises
+    :class:`OnnxExportError` before writing anything, unless ``skip_onnx`` asks for
+    such a bundle (sealed without it, with a warning naming ``add-onnx``).
     """
+    if not skip_onnx:
+        require_onnx_export()
     staging = B.staging_dir(dest)
     try:
         _save_h5(model, staging / B.MODEL_FILE)
@@ -243,15 +271,14 @@ def export_bundle(
             np.asarray([_golden_row(name, g, preprocessing) for g in manifest.get("golden", [])]), preprocessing
         ) if manifest.get("golden") else np.zeros((0, get_card(name).input_dim), np.float32)  # fmt: skip
         rows = golden_x if check_x is None else np.concatenate([golden_x, np.asarray(check_x, np.float32)])
-        reason = onnx_unavailable()
-        if reason is None:
+        if not skip_onnx:
             manifest["onnx"] = export_onnx(
                 model, staging / B.ONNX_FILE, rows, _serving_graph(name, manifest, model)
             )
         else:
             warnings.warn(
-                f"{name}: bundle sealed WITHOUT model.onnx ({reason}); serving needs it. Add it on a machine "
-                f"with TensorFlow: python -m training add-onnx {dest}",
+                f"{name}: bundle sealed WITHOUT model.onnx (--skip-onnx); serving needs it. Add it on a "
+                f"machine with TensorFlow: python -m training add-onnx {dest}",
                 stacklevel=2,
             )
         B.dump_json(preprocessing, staging / B.PREPROCESSING)

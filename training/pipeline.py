@@ -306,7 +306,7 @@ def start_baseline(
     return pool.submit(baselines.fit_baseline, slim, seed, op_cfg, splits).result
 
 
-def run_model(
+def start_model(
     name: str,
     cfg: dict,
     dataset,
@@ -320,8 +320,15 @@ def run_model(
     pool: Executor | None = None,
     early_baselines: dict[str, Callable[[], dict[str, Any]]] | None = None,
     book_pool: Executor | None = None,
-) -> dict[str, Any]:
-    """Train, evaluate and export one model; returns a summary for the timing table.
+    skip_onnx: bool = False,
+) -> Callable[[], dict[str, Any]]:
+    """Train and evaluate one model now; returns a function that finishes it: the summary.
+
+    What is left for the returned function is what may wait on other processes (the
+    book-split comparison) and the report and export. ``train all`` starts every model
+    before it finishes the first, so the main networks train one after another while the
+    comparison fits run beside them (on a GPU host, wine's comparison fit alone took 44 s
+    longer than its main fit). :func:`run_model` does both at once.
 
     The bundle goes to ``out_dir/<name>``, or with ``versioned`` (what ``python -m training
     train`` does) to a new version directory ``out_dir/<name>/<version>`` of the model
@@ -331,8 +338,11 @@ def run_model(
     networks train (:func:`start_baseline`); the figures are the same either way.
     ``early_baselines`` holds baselines already started for this run (:func:`start_baselines`).
     With ``book_pool``, the fit on the book's row split runs there beside this one
-    (:func:`start_book_split`).
+    (:func:`start_book_split`). ``skip_onnx`` writes the bundle without ``model.onnx``;
+    otherwise a run that could not export it stops here, before the training.
     """
+    if not skip_onnx:
+        X.require_onnx_export()
     early = early_baselines or {}
     started = dt.datetime.now(dt.UTC)
     version = repository.check_version_name(version or X.new_version(started))
@@ -356,58 +366,75 @@ def run_model(
         metrics, out = evaluate_splits(p, fitres.model, cfg.get("operating_point"))
     with _phase(phases, "baseline"):
         metrics["baseline"] = baseline_result()
-    book = book_split_comparison(
-        name, cfg, dataset, max_rows, run_dir, verbose, phases, pool, early.get("book"), book_started
-    )
-    if book is not None:
-        metrics["book_row_split"] = book
-        if get_card(name).task.kind == "binary":
-            p.preprocessing["threshold"] = metrics["operating_point"]  # restore the grouped model's threshold
-    metrics["quality_bars"] = check_bars(name, metrics["test"], metrics["baseline"]["test"])
-    with _phase(phases, "report"):
-        report = write_report(p, fitres, metrics, out, run_dir)
-        golden = X.golden_pairs(name, fitres.model, _golden_rows(p), p.preprocessing)
-    train_summary = {
-        "epochs_run": len(fitres.epoch_times),
-        "best_epoch": fitres.best_epoch + 1,
-        "seconds": round(fitres.seconds, 2),
-        "mean_epoch_seconds": round(float(np.mean(fitres.epoch_times)), 3) if fitres.epoch_times else None,
-    }
-    manifest = {
-        "version": version,
-        "created": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "git_commit": X.git_commit(),
-        "recipe": cfg.get("recipe", "custom"),
-        "description": cfg.get("description", ""),
-        "library_versions": X.library_versions(),
-        "backend": X.library_versions()["keras_backend"],
-        "data": p.data_info,
-        "split": p.split_info,
-        "hyperparameters": {
-            k: cfg[k] for k in ("features", "model", "train", "split", "operating_point") if k in cfg
-        },
-        "training": train_summary,
-        "subsampled_max_rows": max_rows,
-        "golden": golden,
-    }
-    test_split = {"split": p.split_info, "val_ids": p.ids["val"], "test_ids": p.ids["test"]}
-    with _phase(phases, "export"):
-        dest = X.export_bundle(
-            dest,
-            name=name,
-            model=fitres.model,
-            preprocessing=p.preprocessing,
-            metrics=metrics,
-            test_split=test_split,
-            manifest=manifest,
-            report_files=report,
-            check_x=p.x["test"],  # ONNX Runtime must reproduce Keras on every test row, not just the goldens
+
+    def finish() -> dict[str, Any]:
+        """The rest: book-split comparison, bars, report and the sealed bundle."""
+        book = book_split_comparison(
+            name, cfg, dataset, max_rows, run_dir, verbose, phases, pool, early.get("book"), book_started
         )
-    return {
-        "model": name,
-        "bundle": str(dest),
-        "version": version,
-        "metrics": metrics,
-        "phase_seconds": phases,
-        **train_summary,
-    }
+        if book is not None:
+            metrics["book_row_split"] = book
+            if get_card(name).task.kind == "binary":  # restore the grouped model's threshold
+                p.preprocessing["threshold"] = metrics["operating_point"]
+        metrics["quality_bars"] = check_bars(name, metrics["test"], metrics["baseline"]["test"])
+        with _phase(phases, "report"):
+            report = write_report(p, fitres, metrics, out, run_dir)
+            golden = X.golden_pairs(name, fitres.model, _golden_rows(p), p.preprocessing)
+        train_summary = {
+            "epochs_run": len(fitres.epoch_times),
+            "best_epoch": fitres.best_epoch + 1,
+            "seconds": round(fitres.seconds, 2),
+            "mean_epoch_seconds": round(float(np.mean(fitres.epoch_times)), 3)
+            if fitres.epoch_times
+            else None,
+        }
+        manifest = {
+            "version": version,
+            "created": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "git_commit": X.git_commit(),
+            "recipe": cfg.get("recipe", "custom"),
+            "description": cfg.get("description", ""),
+            "library_versions": X.library_versions(),
+            "backend": X.library_versions()["keras_backend"],
+            "data": p.data_info,
+            "split": p.split_info,
+            "hyperparameters": {
+                k: cfg[k] for k in ("features", "model", "train", "split", "operating_point") if k in cfg
+            },
+            "training": train_summary,
+            "subsampled_max_rows": max_rows,
+            "golden": golden,
+        }
+        test_split = {"split": p.split_info, "val_ids": p.ids["val"], "test_ids": p.ids["test"]}
+        with _phase(phases, "export"):
+            sealed = X.export_bundle(
+                dest,
+                name=name,
+                model=fitres.model,
+                preprocessing=p.preprocessing,
+                metrics=metrics,
+                test_split=test_split,
+                manifest=manifest,
+                report_files=report,
+                # ONNX Runtime must reproduce Keras on every test row, not just the goldens.
+                check_x=p.x["test"],
+                skip_onnx=skip_onnx,
+            )
+        return {
+            "model": name,
+            "bundle": str(sealed),
+            "version": version,
+            "metrics": metrics,
+            "phase_seconds": phases,
+            **train_summary,
+        }
+
+    return finish
+
+
+def run_model(name: str, cfg: dict, dataset, out_dir: Path, runs_dir: Path, **kw: Any) -> dict[str, Any]:
+    """Train, evaluate and export one model; returns a summary for the timing table.
+
+    The same as :func:`start_model` finished at once; see it for the arguments.
+    """
+    return start_model(name, cfg, dataset, out_dir, runs_dir, **kw)()

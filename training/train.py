@@ -184,11 +184,17 @@ def build_callbacks(p: Prepared, train_cfg: dict, run_dir: Path, verbose: int) -
 
 
 def set_determinism(seed: int) -> None:
-    """Seed Python, NumPy and the backend; make TF ops deterministic where available."""
+    """Seed Python, NumPy and the backend; make TF ops deterministic unless switched off.
+
+    ``TF_DETERMINISTIC_OPS=0`` (``python -m training train --no-deterministic``) skips
+    TensorFlow's op determinism; JAX's is ``XLA_FLAGS`` (:func:`training.device.backend_environment`).
+    """
     import keras
 
+    from training.device import op_determinism_wanted
+
     keras.utils.set_random_seed(int(seed))
-    if keras.backend.backend() == "tensorflow":
+    if keras.backend.backend() == "tensorflow" and op_determinism_wanted():
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()

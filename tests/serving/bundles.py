@@ -154,8 +154,12 @@ def write_bundle(
     prep: dict[str, Any] | None = None,
     rows: np.ndarray | None = None,
     manifest_hook: Callable[[dict[str, Any]], None] | None = None,
+    skip_onnx: bool = False,
 ) -> Path:
-    """Build and seal one bundle at ``dest`` (``.../artifacts/<name>``) with the real export."""
+    """Build and seal one bundle at ``dest`` (``.../artifacts/<name>``) with the real export.
+
+    ``skip_onnx``: sealed without ``model.onnx``, as ``train --skip-onnx`` writes it.
+    """
     model = model if model is not None else build_model(name, hidden, seed)
     prep = prep if prep is not None else preprocessing(name)
     rows = rows if rows is not None else sample_rows(name, n_golden, seed + 100)
@@ -185,6 +189,7 @@ def write_bundle(
             test_split={"test_ids": list(range(5))},
             manifest=manifest,
             report_files={"history.csv": report},
+            skip_onnx=skip_onnx,
         )
     finally:
         shutil.rmtree(report.parent, ignore_errors=True)

@@ -190,18 +190,98 @@ def test_baseline_workers_default_leaves_small_machines_inline(monkeypatch, core
     assert cli.default_baseline_workers() == workers
 
 
-@pytest.mark.parametrize(("gpus", "workers"), [([], 1), (["/physical_device:GPU:0"], 0)])
-def test_book_workers_default_is_a_second_process_on_a_cpu_only(gpus, workers):
-    from training import cli
+def test_book_split_trains_in_a_second_process_by_default_on_any_device():
+    """On a GPU too: the two processes share it (no up-front grab, see training.device)."""
+    from training.cli import build_parser
 
-    assert cli.default_book_workers(gpus) == workers
+    assert build_parser().parse_args(["train", "wine"]).book_workers == 1
 
 
-def test_book_workers_default_falls_back_to_inline_when_the_backend_cannot_say(monkeypatch):
-    from training import cli, device
+# ---------------------------------------------------------------------- newcomer messages
 
-    def broken() -> list[str]:
-        raise RuntimeError("no backend")
 
-    monkeypatch.setattr(device, "visible_gpus", broken)
-    assert cli.default_book_workers() == 0
+def _run_cli(args, repo_root, blocked=(), env_extra=None, timeout=180):
+    """``python -m training ARGS`` in a subprocess where the modules in ``blocked`` cannot be imported."""
+    code = (
+        "import sys\n"
+        f"for m in {list(blocked)!r}: sys.modules[m] = None  # import m -> ModuleNotFoundError\n"
+        "from training.cli import main\n"
+        f"sys.exit(main({list(args)!r}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(repo_root), **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_without_an_onnx_exporter_train_stops_first_and_names_the_ways_out(tmp_path, repo_root):
+    """tf2onnx unimportable: the run fails before it even looks for data, naming --skip-onnx and add-onnx."""
+    r = _run_cli(
+        ["train", "wine", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "a")],
+        repo_root,
+        blocked=["tf2onnx"],
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "cannot export model.onnx here: the 'tf2onnx' package is not installed" in r.stderr
+    assert "--skip-onnx" in r.stderr and "python -m training add-onnx" in r.stderr
+    assert "not found under data dir" not in r.stderr and "Traceback" not in r.stderr
+    assert "== wine" not in r.stdout and not (tmp_path / "a").exists()
+
+
+def test_skip_onnx_lets_the_same_run_start(tmp_path, repo_root):
+    """With --skip-onnx the run goes on, here to the (missing) data."""
+    r = _run_cli(
+        ["train", "wine", "--skip-onnx", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path)],
+        repo_root,
+        blocked=["tf2onnx"],
+    )
+    assert r.returncode == 2 and "not found under data dir" in r.stderr, r.stderr[-2000:]
+
+
+def test_a_serving_only_install_is_told_to_run_make_install(tmp_path, repo_root):
+    r = _run_cli(["train", "wine", "--data-dir", str(tmp_path)], repo_root, blocked=["keras", "tensorflow"])
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: the Python module 'keras' is not installed")
+    assert "make install" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_is_plain_text_not_rst(capsys):
+    for argv in (["--help"], ["train", "--help"], ["evaluate", "--help"], ["add-onnx", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = capsys.readouterr().out
+        assert "``" not in out and ":func:" not in out, argv
+
+
+def test_train_help_names_skip_onnx_and_the_determinism_switch(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--skip-onnx" in out and "--no-deterministic" in out and "offline" in out
+
+
+def test_startup_notices_are_dropped_and_the_rest_of_stderr_kept(repo_root):
+    """The backend's import-time notices go; anything else written to stderr then stays."""
+    code = (
+        "import os, sys\n"
+        "from training import device\n"
+        "class Finder:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'keras':\n"
+        "            os.write(2, b'I0000 port.cc:153] oneDNN custom operations are on. blah\\n')\n"
+        "            os.write(2, b'a real problem\\n')\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Finder())\n"
+        "device.import_backend_quietly()\n"
+        "print('imported')\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(repo_root)},
+    )
+    assert r.returncode == 0 and "imported" in r.stdout, r.stderr[-2000:]
+    assert "a real problem" in r.stderr and "oneDNN" not in r.stderr

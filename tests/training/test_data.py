@@ -143,6 +143,23 @@ def test_download_404_is_a_clear_error(loopback_server, tmp_path, monkeypatch):
         D.fetch("winequality-white.csv", cache_dir=tmp_path / "c")
 
 
+def test_offline_train_is_told_how_to_point_at_local_data(tmp_path, monkeypatch, capsys):
+    """No --data-dir and no network: the error says how to use a local copy instead."""
+    import socket
+
+    from training.cli import main
+
+    with socket.socket() as s:  # a loopback port nothing listens on: the download is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("DLQR_DATA_MIRROR", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("DLQR_DATA_DIR", raising=False)
+    assert main(["fetch", "wine", "--cache-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "could not download wine/winequality-white.csv" in err
+    assert "--data-dir DIR or DLQR_DATA_DIR=DIR" in err and "<dir>/<dataset>/<file>" in err
+
+
 def test_corrupt_cache_entry_is_replaced(loopback_server, tmp_path, monkeypatch):
     root, base = loopback_server
     payload = b"good;payload\n"

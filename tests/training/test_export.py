@@ -154,12 +154,22 @@ def sealed_without_onnx(dest, name, monkeypatch, **kw):
     """A bundle exported where ONNX export is impossible (e.g. Keras on JAX without TensorFlow)."""
     with monkeypatch.context() as m:
         m.setattr(X, "onnx_unavailable", lambda: "TensorFlow is not installed (backend is 'jax')")
-        with pytest.warns(UserWarning, match=r"WITHOUT model.onnx .*python -m training add-onnx"):
-            bundles.write_bundle(dest, name, **kw)
+        with pytest.warns(
+            UserWarning, match=r"WITHOUT model.onnx \(--skip-onnx\).*python -m training add-onnx"
+        ):
+            bundles.write_bundle(dest, name, skip_onnx=True, **kw)
     return dest
 
 
-def test_without_tensorflow_the_bundle_is_sealed_without_onnx_and_says_how_to_add_it(tmp_path, monkeypatch):
+def test_without_onnx_export_the_bundle_is_refused_and_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(X, "onnx_unavailable", lambda: "TensorFlow is not installed (backend is 'jax')")
+    root = tmp_path / "artifacts"
+    with pytest.raises(X.OnnxExportError, match=r"TensorFlow is not installed.*--skip-onnx.*add-onnx"):
+        bundles.write_bundle(root / "wine", "wine")
+    assert not (root / "wine").exists() and _leftovers(root) == []
+
+
+def test_skip_onnx_seals_the_bundle_without_onnx_and_says_how_to_add_it(tmp_path, monkeypatch):
     dest = sealed_without_onnx(tmp_path / "artifacts" / "wine", "wine", monkeypatch)
     b = B.load_bundle(dest, "wine")
     assert not b.has_onnx and "onnx" not in b.manifest and not (dest / "model.onnx").exists()
