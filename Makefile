@@ -21,7 +21,7 @@ PYTHON_IMAGE ?=
 IMAGE_BUILD_OPTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-serve train serve test test-fast bench chaos chaos-swap lint tensorboard image docker-serve docker-train clean
+.PHONY: help install install-serve train serve test test-all docs bench chaos chaos-swap lint tensorboard image docker-serve docker-train clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -66,11 +66,15 @@ serve: $(SERVE_STAMP) ## serve the committed bundles with Gunicorn on port 8000 
 	$(PY) -m compileall -q dlqr serving
 	exec $(VENV)/bin/gunicorn --config serving/gunicorn.conf.py serving.wsgi:app
 
-test: $(STAMP) ## run the whole test suite (what CI runs)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: $(STAMP) ## fast lane while developing: unit + in-process app tests (lanes by path: tests/conftest.py)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## tests without the slow/integration ones
-	$(PY) -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
+test-all: $(STAMP) ## what CI runs: the fast lane, then Gunicorn, reliability, e2e, deploy and training
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+docs: $(STAMP) ## serve the documentation site (docs/) on http://127.0.0.1:8001 with live reload
+	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
 
 bench: $(STAMP) ## start Gunicorn like `make serve` and benchmark it against floor/naive servers (one table)
 	$(PY) scripts/bench.py --install-size
@@ -82,10 +86,11 @@ chaos-swap: $(STAMP) ## hot swap under `hey -c 16` load: good, HUP, corrupt and 
 chaos: $(STAMP) ## reliability scenarios against a real server (slow clients, CPU bomb, signals...); ~15 min
 	$(PY) scripts/chaos.py $(CHAOS_ARGS)
 
-lint: $(STAMP) ## ruff + hadolint
+lint: $(STAMP) ## ruff + hadolint + the docs site built strictly (broken links fail)
 	$(VENV)/bin/ruff check dlqr training serving tests scripts deploy
 	$(VENV)/bin/ruff format --check dlqr training serving tests scripts deploy
 	$(VENV)/bin/hadolint --failure-threshold info Dockerfile.serve Dockerfile.gpu tests/deploy/containers/*.Containerfile
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 tensorboard: $(STAMP) ## open TensorBoard on every training run in runs/
 	$(VENV)/bin/tensorboard --logdir runs
@@ -111,5 +116,5 @@ docker-train: ## build the GPU image and train all three models into artifacts/ 
 		-v "$(CURDIR)/artifacts:/artifacts" -v "$(CURDIR)/runs:/runs" -v "$(HOME)/.cache/dlqr:/cache" \
 		dlqr-train:$(IMAGE_VERSION)-gpu
 
-clean: ## remove caches (keeps .venv and artifacts/)
-	rm -rf .pytest_cache .ruff_cache .hypothesis runs
+clean: ## remove caches and the built docs site (keeps .venv and artifacts/)
+	rm -rf .pytest_cache .ruff_cache .hypothesis runs site

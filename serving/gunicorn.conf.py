@@ -110,9 +110,13 @@ def on_starting(server):
 
 def when_ready(server):
     # On stop, no new handshake completes once the workers have drained the accept queue.
+    from serving.urls import docs_url
     from serving.workers import refuse_new_connections_on_stop
 
     refuse_new_connections_on_stop(server)
+    # One line that says where to look (the workers log when their models are ready).
+    url = docs_url(_settings.bind)
+    server.log.info("listening on %s: API docs at %s", _settings.bind, url or "/docs on that socket")
 
 
 def child_exit(server, worker):

@@ -14,6 +14,8 @@ import json
 from typing import Any
 
 from flask import Flask, Response, render_template
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 from pydantic import TypeAdapter
 
 from serving.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, problem_statuses, problem_type
@@ -25,6 +27,56 @@ DOCS_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
     "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
 )
+
+
+_PREFIX = REF.format(model="")
+#: JSON Schema keywords that bound a value, shown per field on /docs.
+BOUNDS = ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum", "minItems", "maxItems",
+          "minLength", "maxLength", "pattern", "enum", "const")  # fmt: skip
+
+
+def inline_refs(schema: Any, components: dict[str, Any], _seen: tuple[str, ...] = ()) -> Any:
+    """A copy of ``schema`` with every ``#/components/schemas/...`` reference replaced by its schema.
+
+    A schema that refers to itself (none does today) keeps its reference at the second visit.
+    """
+    if isinstance(schema, list):
+        return [inline_refs(v, components, _seen) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_PREFIX) and ref[len(_PREFIX) :] not in _seen:
+        name = ref[len(_PREFIX) :]
+        rest = {k: v for k, v in schema.items() if k != "$ref"}
+        return {
+            **inline_refs(components[name], components, (*_seen, name)),
+            **inline_refs(rest, components, _seen),
+        }
+    return {k: inline_refs(v, components, _seen) for k, v in schema.items()}
+
+
+def field_rows(schema: dict[str, Any], path: str = "") -> list[tuple[str, str, str]]:
+    """``(field, type, bounds)`` for every typed node of an inlined schema, in document order."""
+    rows: list[tuple[str, str, str]] = []
+    for alt in schema.get("anyOf", []) + schema.get("oneOf", []):
+        rows += field_rows(alt, path)
+    kind = schema.get("type")
+    if kind is not None and path:
+        bounds = ", ".join(f"{k} {json.dumps(schema[k])}" for k in BOUNDS if k in schema)
+        rows.append((path, kind if isinstance(kind, str) else " | ".join(kind), bounds))
+    for name, sub in schema.get("properties", {}).items():
+        rows += field_rows(sub, f"{path}.{name}" if path else name)
+    if isinstance(schema.get("items"), dict):
+        rows += field_rows(schema["items"], f"{path}[]")
+    return list(dict.fromkeys(rows))
+
+
+_MARKDOWN = MarkdownIt("commonmark", {"html": False})
+
+
+def markdown(text: str) -> Markup:
+    """Render a Markdown description for /docs (raw HTML in it is escaped, not passed through)."""
+    return Markup(_MARKDOWN.render(text or ""))
 
 
 def _problem_response(description: str) -> dict[str, Any]:
@@ -191,6 +243,18 @@ def init_app(
             "docs.html",
             spec=spec,
             pretty=_pretty,
+            markdown=markdown,
+            # request schemas with their $refs inlined, so the page shows every field and bound
+            requests={
+                f"/predict/{name}": inline_refs(
+                    spec["paths"][f"/predict/{name}"]["post"]["requestBody"]["content"]["application/json"][
+                        "schema"
+                    ],
+                    spec["components"]["schemas"],
+                )
+                for name in schemas
+            },
+            field_rows=field_rows,
             problems=[
                 (slug, problem_type(slug), title, text) for slug, (title, text) in PROBLEM_TYPES.items()
             ],

@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: where the real datasets live, and the repo root."""
+"""Shared pytest fixtures (the real datasets, the repo root) and the test lanes by path."""
 
 from __future__ import annotations
 
@@ -32,3 +32,52 @@ def real_data_dir() -> Path:
     if d is None:
         pytest.skip("real datasets not found (set DLQR_DATA_DIR or provide ../shared/data)")
     return d
+
+
+# --- Test lanes, by path ---------------------------------------------------------------------
+# `make test` runs the fast lane (unit tests and in-process app tests); `make test-all` runs it
+# first, then every slow lane in this order. A test's lane follows from where its file lives, so
+# nobody has to remember a marker: everything outside a slow lane's paths is fast. Paths are
+# relative to tests/; a path ending in "/" is a whole directory.
+SLOW_LANES: dict[str, tuple[str, ...]] = {
+    "gunicorn": (
+        "serving/test_gunicorn.py",
+        "serving/test_hot_swap.py",
+        "serving/v2/test_conformance.py",
+        "serving/v2/test_client.py",
+        "docs/test_samples_gunicorn.py",
+    ),
+    "reliability": ("reliability/",),
+    "e2e": ("e2e/",),
+    "deploy": (
+        "deploy/test_container.py",
+        "deploy/test_install_rehearsal.py",
+        "deploy/test_prometheus_scrape.py",
+    ),
+    "training": (
+        "training/test_pipeline.py",
+        "training/test_train_versions.py",
+    ),
+}
+LANE_ORDER = ("fast", *SLOW_LANES)
+
+
+def lane_of(relpath: str) -> str:
+    """The lane of a test file, from its path relative to tests/ ("fast" unless a slow lane claims it)."""
+    relpath = relpath.replace("\\", "/")
+    for lane, paths in SLOW_LANES.items():
+        if any(relpath == p or (p.endswith("/") and relpath.startswith(p)) for p in paths):
+            return lane
+    return "fast"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test of a slow lane `slow`, and run the slow ones lane by lane (gunicorn first)."""
+    tests_dir = Path(__file__).resolve().parent
+    order = {}
+    for item in items:
+        lane = lane_of(Path(str(item.path)).resolve().relative_to(tests_dir).as_posix())
+        if lane != "fast":
+            item.add_marker(pytest.mark.slow)
+        order[item.nodeid] = LANE_ORDER.index(lane)
+    items.sort(key=lambda it: order[it.nodeid])  # stable: file order kept within a lane

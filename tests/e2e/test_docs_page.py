@@ -136,4 +136,18 @@ def test_prefilled_example_of_every_model_answers_200(server, browser, model):
     browser.find_element("css selector", f'button.send[data-model="{model}"]').click()
     text = _wait_text(browser, f"out-{model}", "HTTP ")
     assert text.startswith("HTTP 200"), text
-    assert json.loads(text.split("\n", 1)[1])["model"] == model
+    answer = json.loads(text.split("\n", 1)[1])
+    assert answer["model"] == model
+    if model == "digit":  # the example is MNIST test image 0, a real 7, not a blank image
+        assert answer["predictions"][0]["digit"] == 7, answer
+
+
+def test_request_fields_are_shown_with_types_and_bounds(server, browser):
+    browser.get(server + "/docs")
+    _open(browser, "predict_wine")
+    browser.execute_script(
+        "document.querySelectorAll('details.fields').forEach(function (d) { d.open = true; })"
+    )
+    text = browser.find_element("id", "predict_wine").text
+    assert "instances[].ph number minimum 0, maximum 14" in text, text[:2000]
+    assert "$ref" not in text.split("Request fields", 1)[1].split("Responses", 1)[0]
