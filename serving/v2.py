@@ -10,7 +10,9 @@ FP32; integer cards exactly their integer type), shape ``[-1, d]`` or ``[-1,
 *card.input_shape]``; the outputs are the raw network output (``raw_output``,
 FP32) plus the task's post-processed tensors
 (:meth:`dlqr.tasks.Task.tensor_outputs`). Tensor data may be flat or nested
-row-major; the batch is the first dimension of ``shape``.
+row-major, or binary after the JSON header (the binary tensor data extension,
+decoded and encoded by :mod:`serving.v2_binary`); the batch is the first
+dimension of ``shape``.
 
 An inference request is checked exactly (datatype, shape, element count,
 element types) and then every row goes through the *same* validation as
@@ -37,14 +39,16 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from dlqr.card import ModelCard
 from dlqr.tasks import TensorOutput
+from serving import v2_binary
 from serving.api import Service, _encode, _read_body, model_summary, service
 from serving.observability import BATCH_KEY, MODEL_KEY
 from serving.registry import LoadedModel, ModelState, VersionState
+from serving.v2_binary import BinaryDataError
 
 PLATFORM = "onnx_onnxv1"
 SERVER_NAME = "dlqr-serving"
-#: Non-standard capabilities this server adds to the protocol (see the README).
-EXTENSIONS = ("model_versions", "version_policy")
+#: Protocol extensions: Triton's binary tensor data, and this server's own (see the README).
+EXTENSIONS = (v2_binary.EXTENSION, "model_versions", "version_policy")
 RAW_OUTPUT = "raw_output"
 #: Every tensor datatype the protocol defines (anything else is "unknown").
 DATATYPES = frozenset(
@@ -100,7 +104,8 @@ class RequestInput(BaseModel):
     shape: list[Annotated[StrictInt, Field(ge=0)]]
     datatype: StrictStr
     parameters: Parameters | None = None
-    data: TensorData
+    #: None when the tensor is binary (``parameters.binary_data_size``, see serving.v2_binary).
+    data: TensorData | None = None
 
 
 class RequestOutput(BaseModel):
@@ -192,8 +197,11 @@ class V2Model:
 
     # ------------------------------------------------------------------ decoding
 
-    def rows(self, req: InferenceRequest, max_batch: int) -> np.ndarray:
-        """The request's input tensor as (n, d) float64 rows in the card's feature order; V2Error if bad."""
+    def rows(self, req: InferenceRequest, max_batch: int, binary: np.ndarray | None = None) -> np.ndarray:
+        """The request's input tensor as (n, d) float64 rows in the card's feature order; V2Error if bad.
+
+        ``binary`` is the input decoded from binary tensor data, if it came that way.
+        """
         if len(req.inputs) != 1:
             names = ", ".join(repr(i.name) for i in req.inputs)
             raise V2Error(
@@ -220,7 +228,7 @@ class V2Model:
                 400, f"input {inp.name!r}: batch size {n} is outside 1..{max_batch} (DLQR_MAX_BATCH)"
             )
         try:
-            arr = np.asarray(inp.data)
+            arr = binary if binary is not None else np.asarray(inp.data)
         except ValueError:
             raise V2Error(
                 400, f"input {inp.name!r}: nested data is ragged (rows of different lengths)"
@@ -403,9 +411,6 @@ def infer(name: str, version: str | None = None) -> Response:
     state = _state(svc, name)
     environ[MODEL_KEY] = name
     model = _served(state, version)
-    if "Inference-Header-Content-Length" in req.headers:
-        raise V2Error(400, "binary tensor data is not supported: send the tensors as JSON "
-                           "(tritonclient: binary_data=False)")  # fmt: skip
     try:
         body = _read_body(req, svc.settings.max_body_bytes)
     except RequestEntityTooLarge:
@@ -415,12 +420,16 @@ def infer(name: str, version: str | None = None) -> Response:
     if not body:
         raise V2Error(400, "request body is empty")
     try:
-        parsed = _REQUEST.validate_json(body)
+        head, tensors = v2_binary.split(body, req.headers.get(v2_binary.HEADER))
+        parsed = _REQUEST.validate_json(head)
+        binary = v2_binary.decode_inputs(parsed.inputs, tensors)
     except ValidationError as exc:
         raise V2Error(400, _request_error(exc)) from None
     spec = _specs()[name]
     wanted = spec.outputs_for(parsed)
-    rows = spec.rows(parsed, svc.schemas[name].max_batch)
+    requested = [(o.name, o.parameters) for o in parsed.outputs or ()]
+    as_binary = v2_binary.binary_outputs(parsed.parameters, requested, [o.name for o in wanted])
+    rows = spec.rows(parsed, svc.schemas[name].max_batch, binary[0] if len(binary) == 1 else None)
     instances = spec.instances(rows, svc.schemas[name].instance_adapter.validate_python)
     raw = spec.card.rows(instances, model.features)
     n = len(raw)
@@ -435,7 +444,10 @@ def infer(name: str, version: str | None = None) -> Response:
     if parsed.id is not None:
         body_out["id"] = parsed.id
     body_out["outputs"] = [_tensor(o, n, outputs, preds) for o in wanted]
-    return _json(body_out)
+    encoded, header_len = v2_binary.encode(body_out, as_binary, _encode)
+    if header_len is None:
+        return Response(encoded, content_type="application/json")
+    return Response(encoded, content_type=v2_binary.CONTENT_TYPE, headers={v2_binary.HEADER: str(header_len)})
 
 
 def server_metadata() -> Response:
@@ -486,7 +498,7 @@ _TENSOR = {"type": "object", "required": ["name", "datatype", "shape", "data"], 
     "parameters": {"type": "object"}}}  # fmt: skip
 _INFER_REQUEST = {"type": "object", "required": ["inputs"], "properties": {
     "id": {"type": "string"}, "parameters": {"type": "object"},
-    "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
+    "inputs": {"type": "array", "minItems": 1, "items": {**_TENSOR, "required": ["name", "datatype", "shape"]}},
     "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
                                            "properties": {"name": {"type": "string"}}}}}}  # fmt: skip
 _INFER_RESPONSE = {"type": "object", "properties": {
@@ -521,7 +533,9 @@ def openapi_paths(specs: dict[str, V2Model]) -> dict[str, Any]:
         shapes = " or ".join(str([-1, *s]) for s in spec.row_shapes)
         outs = ", ".join(f"`{o.name}` {o.datatype} {[-1, *o.dims]}" for o in spec.outputs)
         desc = (f"Input `{spec.input_name}` ({' or '.join(spec.accepted)}, shape {shapes}, the batch first); "
-                f"outputs {outs}. Append `/versions/{{version}}` before `/infer` for a specific version.")  # fmt: skip
+                f"outputs {outs}. Append `/versions/{{version}}` before `/infer` for a specific version. Tensors may "
+                "also be binary after the JSON header (binary tensor data extension: `Inference-Header-Content-Length`, "
+                "`parameters.binary_data_size`, `binary_data`, `binary_data_output`).")  # fmt: skip
         paths[f"/v2/models/{name}"] = {
             "get": op(f"v2_metadata_{name}", f"Open Inference Protocol: {name} metadata")
         }
@@ -537,6 +551,7 @@ def init_app(app: Flask, cards: tuple[ModelCard, ...]) -> None:
     """Register the protocol's routes: one rule per served card, so metric labels stay bounded."""
     app.extensions["dlqr_v2"] = {c.name: V2Model.from_card(c) for c in cards}
     app.register_error_handler(V2Error, _error_response)
+    app.register_error_handler(BinaryDataError, lambda exc: _error_response(V2Error(400, str(exc))))
     app.add_url_rule("/v2", "v2_server", server_metadata, methods=["GET"])
     app.add_url_rule("/v2/", "v2_server_slash", server_metadata, methods=["GET"])
     app.add_url_rule("/v2/health/live", "v2_live", live, methods=["GET"])
