@@ -10,7 +10,9 @@ FP32; integer cards exactly their integer type), shape ``[-1, d]`` or ``[-1,
 *card.input_shape]``; the outputs are the raw network output (``raw_output``,
 FP32) plus the task's post-processed tensors
 (:meth:`dlqr.tasks.Task.tensor_outputs`). Tensor data may be flat or nested
-row-major; the batch is the first dimension of ``shape``.
+row-major, or binary after the JSON header (the binary tensor data extension,
+decoded and encoded by :mod:`serving.v2_binary`); the batch is the first
+dimension of ``shape``.
 
 An inference request is checked exactly (datatype, shape, element count,
 element types) and then every row goes through the *same* validation as
@@ -42,16 +44,18 @@ from werkzeug.exceptions import HTTPException
 
 from dlqr.card import ModelCard
 from dlqr.tasks import TensorOutput
+from serving import v2_binary
 from serving.dataplane import RequestInfo, validate_row
-from serving.errors import ALLOWED_METHODS_KEY, ServingError, is_v2_path
+from serving.errors import ALLOWED_METHODS_KEY, ServingError, error_response, is_v2_path
 from serving.observability import BATCH_KEY, MODEL_KEY, REQUEST_ID_KEY
 from serving.registry import ModelState, VersionState
 from serving.service import Service, encode, package_version, read_body, service
+from serving.v2_binary import BinaryDataError
 
 PLATFORM = "onnx_onnxv1"
 SERVER_NAME = "dlqr-serving"
-#: Non-standard capabilities this server adds to the protocol (see the README).
-EXTENSIONS = ("model_versions", "version_policy")
+#: Protocol extensions: Triton's binary tensor data, and this server's own (see the README).
+EXTENSIONS = (v2_binary.EXTENSION, "model_versions", "version_policy")
 RAW_OUTPUT = "raw_output"
 #: Every tensor datatype the protocol defines (anything else is "unknown").
 DATATYPES = frozenset(
@@ -97,7 +101,8 @@ class RequestInput(BaseModel):
     shape: list[Annotated[StrictInt, Field(ge=0)]]
     datatype: StrictStr
     parameters: Parameters | None = None
-    data: TensorData
+    #: None when the tensor is binary (``parameters.binary_data_size``, see serving.v2_binary).
+    data: TensorData | None = None
 
 
 class RequestOutput(BaseModel):
@@ -189,8 +194,11 @@ class V2Model:
 
     # ------------------------------------------------------------------ decoding
 
-    def rows(self, req: InferenceRequest, max_batch: int) -> np.ndarray:
-        """The request's input tensor as (n, d) float64 rows in the card's feature order."""
+    def rows(self, req: InferenceRequest, max_batch: int, binary: np.ndarray | None = None) -> np.ndarray:
+        """The request's input tensor as (n, d) float64 rows in the card's feature order.
+
+        ``binary`` is the input decoded from binary tensor data, if it came that way.
+        """
         if len(req.inputs) != 1:
             names = ", ".join(repr(i.name) for i in req.inputs)
             raise _bad(f"model {self.card.name} takes one input tensor {self.input_name!r}; got {names}")
@@ -211,7 +219,7 @@ class V2Model:
         if not 1 <= n <= max_batch:
             raise _bad(f"input {inp.name!r}: batch size {n} is outside 1..{max_batch} (DLQR_MAX_BATCH)")
         try:
-            arr = np.asarray(inp.data)
+            arr = binary if binary is not None else np.asarray(inp.data)
         except ValueError:
             raise _bad(f"input {inp.name!r}: nested data is ragged (rows of different lengths)") from None
         expected = math.prod(shape)
@@ -361,14 +369,13 @@ def infer(name: str, version: str | None = None) -> Response:
     state = plane.state(name)
     environ[MODEL_KEY] = name
     model = plane.resolver(state, info)
-    if "Inference-Header-Content-Length" in req.headers:
-        raise ServingError(400, "bad-request", "binary tensor data is not supported: send the tensors as "
-                           "JSON (tritonclient: binary_data=False)")  # fmt: skip
     body = read_body(req)
     if not body:
         raise ServingError(400, "bad-request", "request body is empty")
     try:
-        parsed = _REQUEST.validate_json(body)
+        head, tensors = v2_binary.split(body, req.headers.get(v2_binary.HEADER))
+        parsed = _REQUEST.validate_json(head)
+        binary = v2_binary.decode_inputs(parsed.inputs, tensors)
     except ValidationError as exc:
         json_invalid = exc.errors(include_url=False)[0]["type"] == "json_invalid"
         raise ServingError(
@@ -376,7 +383,9 @@ def infer(name: str, version: str | None = None) -> Response:
         ) from None
     spec = _specs()[name]
     wanted = spec.outputs_for(parsed)
-    rows = spec.rows(parsed, svc.schemas[name].max_batch)
+    requested = [(o.name, o.parameters) for o in parsed.outputs or ()]
+    as_binary = v2_binary.binary_outputs(parsed.parameters, requested, [o.name for o in wanted])
+    rows = spec.rows(parsed, svc.schemas[name].max_batch, binary[0] if len(binary) == 1 else None)
     instances = spec.instances(rows, svc.schemas[name].instance_adapter.validate_python)
     raw = spec.card.rows(instances, model.features)
     n = len(raw)
@@ -386,7 +395,10 @@ def infer(name: str, version: str | None = None) -> Response:
     if parsed.id is not None:
         body_out["id"] = parsed.id
     body_out["outputs"] = [_tensor(o, n, pred.outputs, pred.predictions) for o in wanted]
-    return _json(body_out)
+    encoded, header_len = v2_binary.encode(body_out, as_binary, encode)
+    if header_len is None:
+        return Response(encoded, content_type="application/json")
+    return Response(encoded, content_type=v2_binary.CONTENT_TYPE, headers={v2_binary.HEADER: str(header_len)})
 
 
 def server_metadata() -> Response:
@@ -455,7 +467,7 @@ _TENSOR = {"type": "object", "required": ["name", "datatype", "shape", "data"], 
     "parameters": {"type": "object"}}}  # fmt: skip
 _INFER_REQUEST = {"type": "object", "required": ["inputs"], "properties": {
     "id": {"type": "string"}, "parameters": {"type": "object"},
-    "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
+    "inputs": {"type": "array", "minItems": 1, "items": {**_TENSOR, "required": ["name", "datatype", "shape"]}},
     "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
                                            "properties": {"name": {"type": "string"}}}}}}  # fmt: skip
 _INFER_RESPONSE = {"type": "object", "properties": {
@@ -492,7 +504,9 @@ def openapi_paths(specs: dict[str, V2Model]) -> dict[str, Any]:
         shapes = " or ".join(str([-1, *s]) for s in spec.row_shapes)
         outs = ", ".join(f"`{o.name}` {o.datatype} {[-1, *o.dims]}" for o in spec.outputs)
         desc = (f"Input `{spec.input_name}` ({' or '.join(spec.accepted)}, shape {shapes}, the batch first); "
-                f"outputs {outs}. Append `/versions/{{version}}` before `/infer` for a specific version.")  # fmt: skip
+                f"outputs {outs}. Append `/versions/{{version}}` before `/infer` for a specific version. Tensors may "
+                "also be binary after the JSON header (binary tensor data extension: `Inference-Header-Content-Length`, "
+                "`parameters.binary_data_size`, `binary_data`, `binary_data_output`).")  # fmt: skip
         paths[f"/v2/models/{name}"] = {
             "get": op(f"v2_metadata_{name}", f"Open Inference Protocol: {name} metadata")
         }
@@ -511,6 +525,9 @@ def init_app(app: Flask, cards: tuple[ModelCard, ...]) -> None:
     # catch-all rule's methods too), and 405s raised by routing name the protocol's methods.
     app.extensions[ALLOWED_METHODS_KEY] = lambda path: (
         ", ".join(allowed_methods(path)) if is_v2_path(path) else None
+    )
+    app.register_error_handler(
+        BinaryDataError, lambda exc: error_response(ServingError(400, "bad-request", str(exc)))
     )
     route = partial(app.add_url_rule, provide_automatic_options=False)
     route("/v2", "v2_server", server_metadata, methods=["GET"])

@@ -1,5 +1,6 @@
 """Open Inference Protocol v2 (REST) conformance kit: every endpoint, every datatype the cards use,
-and the error cases, over HTTP against a real server.
+and the error cases, over HTTP against a real server; tensors as JSON and as binary data (the
+binary tensor data extension).
 
 Runs against the real Gunicorn server by default, or any server:
 ``DLQR_V2_BASE_URL=http://127.0.0.1:8000 pytest tests/serving/v2/test_conformance.py``
@@ -38,6 +39,36 @@ def call(target: Target, method: str, path: str, body: object = None, raw: bytes
     except urllib.error.HTTPError as exc:
         status, text, ctype = exc.code, exc.read(), exc.headers.get("Content-Type", "")
     return status, (json.loads(text) if text else None), ctype
+
+
+#: The binary tensor data extension (Triton's ``extension_binary_data.md``): little-endian numpy dtypes.
+BINARY = {"BOOL": "|b1", "UINT8": "<u1", "INT64": "<i8", "FP32": "<f4", "FP64": "<f8"}
+HEADER = "Inference-Header-Content-Length"
+
+
+def call_binary(target: Target, path: str, head: dict, tail: bytes, header: str | None = "auto",
+                content_type: str | None = "application/octet-stream"):  # fmt: skip
+    """POST a JSON header plus tensor bytes: (status, JSON header, {output: raw bytes}, content type)."""
+    raw_head = json.dumps(head).encode()
+    req = urllib.request.Request(target.base_url + path, data=raw_head + tail, method="POST")
+    if header is not None:
+        req.add_header(HEADER, str(len(raw_head)) if header == "auto" else header)
+    if content_type:
+        req.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            status, body, headers = resp.status, resp.read(), resp.headers
+    except urllib.error.HTTPError as exc:
+        status, body, headers = exc.code, exc.read(), exc.headers
+    n = int(headers[HEADER]) if headers.get(HEADER) else len(body)
+    parsed, offset, tensors = json.loads(body[:n]), n, {}
+    for out in parsed.get("outputs", ()):
+        size = (out.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            tensors[out["name"]] = body[offset : offset + size]
+            offset += size
+    assert offset == len(body), "response bytes beyond the declared binary outputs"
+    return status, parsed, tensors, headers.get("Content-Type", "")
 
 
 def metadata(target: Target, model: str) -> dict:
@@ -153,6 +184,82 @@ def test_infer_returns_every_output_with_the_golden_predictions(v2_target, model
     assert status == 200, body
     assert body["model_name"] == model and body["model_version"] == sample.version and body["id"] == "req-7"
     check_outputs(sample, md, body)
+
+
+def binary_request(sample: Sample, md: dict, **extra) -> tuple[dict, bytes]:
+    """The golden inputs as a binary tensor: JSON header without ``data``, then the bytes."""
+    req = request_for(sample, md, **extra)
+    inp = req["inputs"][0]
+    raw = np.asarray(inp.pop("data")).astype(BINARY[inp["datatype"]]).tobytes()
+    inp["parameters"] = {"binary_data_size": len(raw)}
+    return req, raw
+
+
+def test_server_announces_the_binary_tensor_data_extension(v2_target):
+    assert "binary_tensor_data" in call(v2_target, "GET", "/v2")[1]["extensions"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("outputs", ["binary", "json"])
+def test_binary_input_tensors_give_the_golden_predictions(v2_target, model, outputs):
+    sample, md = v2_target.samples[model], metadata(v2_target, model)
+    head, tail = binary_request(
+        sample, md, id="bin-1", parameters={"binary_data_output": outputs == "binary"}
+    )
+    status, body, tensors, ctype = call_binary(v2_target, f"/v2/models/{model}/infer", head, tail)
+    assert status == 200, body
+    assert body["id"] == "bin-1" and body["model_version"] == sample.version
+    if outputs == "binary":
+        assert ctype.startswith("application/octet-stream") and set(tensors) == {
+            o["name"] for o in md["outputs"]
+        }
+        for out in body["outputs"]:  # decode each as the protocol says, then check as JSON outputs
+            raw = tensors[out["name"]]
+            assert out["parameters"]["binary_data_size"] == len(raw) and "data" not in out
+            out["data"] = np.frombuffer(raw, dtype=BINARY[out["datatype"]]).tolist()
+    else:
+        assert ctype.startswith("application/json") and not tensors
+    check_outputs(sample, md, body)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_binary_outputs_only_where_asked_per_output(v2_target, model):
+    sample, md = v2_target.samples[model], metadata(v2_target, model)
+    first, *rest = [o["name"] for o in md["outputs"]]
+    wanted = [{"name": first, "parameters": {"binary_data": True}}, *({"name": n} for n in rest)]
+    head = request_for(sample, md, outputs=wanted)
+    status, body, tensors, _ = call_binary(v2_target, f"/v2/models/{model}/infer", head, b"",
+                                           content_type="application/json")  # fmt: skip
+    assert status == 200, body
+    assert list(tensors) == [first]
+    assert all("data" in o for o in body["outputs"] if o["name"] != first)
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json", "application/octet-stream"])
+def test_binary_error_cases_are_400_with_an_error_string(v2_target, content_type):
+    model = "digit" if "digit" in MODELS else MODELS[0]
+    sample, md = v2_target.samples[model], metadata(v2_target, model)
+    head, tail = binary_request(sample, md)
+    inp = head["inputs"][0]
+    url = f"/v2/models/{model}/infer"
+    raw_len = len(json.dumps(head).encode())
+    short = {"inputs": [{**inp, "parameters": {"binary_data_size": len(tail) - 1}}]}
+    bare = {"inputs": [{k: v for k, v in inp.items() if k != "parameters"}]}
+    # (JSON header, tensor bytes, Inference-Header-Content-Length: "auto" is the true one, None absent)
+    cases = {
+        "header length beyond the body": (head, tail, str(raw_len + len(tail) + 1), "only"),
+        "negative header length": (head, tail, "-1", "non-negative integer"),
+        "non-integer header length": (head, tail, "ten", "non-negative integer"),
+        "size not matching the shape": (short, tail[:-1], "auto", "needs"),
+        "size beyond the bytes sent": (head, tail[:-1], "auto", "follow the JSON header"),
+        "bytes no input claims": (head, tail + b"\x00", "auto", "belong to no input"),
+        "no size and no data": (bare, tail, "auto", "neither data"),
+        "binary size without the header": (head, b"", None, "no Inference-Header-Content-Length"),
+    }
+    for what, (h, t, header, fragment) in cases.items():
+        status, body, _, ctype = call_binary(v2_target, url, h, t, header=header, content_type=content_type)
+        assert status == 400, (what, body)
+        assert_error(status, body, ctype, 400, fragment)
 
 
 @pytest.mark.parametrize("model", [m for m in MODELS if m != "digit"])
