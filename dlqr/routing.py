@@ -118,7 +118,7 @@ class Routing(BaseModel):
         return self.model_dump(exclude_none=True, exclude={"format"})
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
     where = ".".join(str(p) for p in err["loc"]) or "routing"
     return f"{where}: {str(err['msg']).removeprefix('Value error, ')}"
@@ -133,7 +133,7 @@ def parse(text: str | bytes) -> Routing:
     try:
         return Routing.model_validate(data)
     except ValidationError as exc:
-        raise RoutingError(_first_error(exc)) from None
+        raise RoutingError(first_error(exc)) from None
 
 
 def routing_path(model_dir: Path | str) -> Path:
