@@ -133,6 +133,10 @@ def compare_metrics(
     tolerance = cards.get(name).promotion_tolerance
     rows, worse = {}, []
     for k in keys:
+        if not isinstance(challenger.get(k), int | float) or not isinstance(stable.get(k), int | float):
+            rows[k] = {"challenger": challenger.get(k), "stable": stable.get(k), "worse": True}
+            worse.append(f"{k} is not recorded for both versions")
+            continue
         c, s = float(challenger[k]), float(stable[k])
         tol = float(tolerance.get(k, 0.0))
         bad = worse_by(k, c, s) > tol

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from dlqr.card import names as model_names
+from training import promotion
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "CPU, 0 on a GPU",
     )
     tr.add_argument("-q", "--quiet", action="store_true", help="no per-epoch output")
+    promotion.add_arguments(tr)
     _add_verbose(tr)
 
     ev = sub.add_parser("evaluate", help="recompute a bundle's test metrics from the data and compare")
@@ -236,6 +238,7 @@ def cmd_train(args) -> int:
 
     device.require_gpu_if_asked()  # DLQR_REQUIRE_GPU=1: stop before any data is loaded
     print(f"== device: {device.device_description()}", flush=True)
+    promotion.pin_current(args.out, models)
     rows = []
     pool = _process_pool(args.baseline_workers)
     book_workers = default_book_workers() if args.book_workers is None else args.book_workers
@@ -301,7 +304,8 @@ def cmd_train(args) -> int:
         for r in rows:
             ph = r.get("phase_seconds", {})
             print(f"{r['model']:<13}  " + "  ".join(f"{ph.get(k, 0.0):>13.1f}" for k in phases))
-    return 0
+    return promotion.finish(rows, args.out, args.data_dir or promotion.default_data_dir(), promote=args.promote,
+                            allow_below_bar=args.allow_below_bar)  # fmt: skip
 
 
 def cmd_evaluate(args) -> int:

@@ -62,7 +62,9 @@ def test_real_bundle_with_a_flipped_byte_or_wrong_golden_is_refused(tmp_path, de
 
 @pytest.mark.slow
 def test_a_real_one_epoch_bundle_is_refused(tmp_path):
-    """Train seizure for one epoch with the training CLI, then gate it against the committed stable."""
+    """Train wine for one epoch with the training CLI, then gate it against a committed version.
+
+    (Seizure is no test of this: one epoch of its recipe already clears its bars and the gate.)"""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DLQR_DATA_DIR": str(DATA)}
     cmd = [sys.executable, "-m", "training", "train", "wine", "--epochs", "1", "--book-workers", "0",
            "--out", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), "--version", "e1", "-q",

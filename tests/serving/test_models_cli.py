@@ -68,6 +68,8 @@ def test_compare_metrics_uses_direction_and_the_cards_tolerance():
     assert not gate.compare_metrics("seizure", {"roc_auc": 0.947}, {"roc_auc": 0.95}, ("roc_auc",))[0]
     assert gate.compare_metrics("wine", {"mae": 0.204}, {"mae": 0.2}, ("mae",))[0]
     assert not gate.compare_metrics("wine", {"mae": 0.21}, {"mae": 0.2}, ("mae",))[0]
+    missing = gate.compare_metrics("seizure", {}, {"f1": 0.9}, ("f1",))
+    assert not missing[0] and missing[2] == ["f1 is not recorded for both versions"]
     assert gate.worse_by("mae", 0.1, 0.2) < 0 < gate.worse_by("accuracy", 0.1, 0.2)
 
 
