@@ -86,6 +86,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def on_change(state) -> None:
         served = [(v.version, v.model.bundle.onnx_sha256 or "") for v in state.served()]
         met.set_served_versions(state.name, state.ready, served)
+        met.routing_invalid.labels(state.name).set(1 if state.routing_error else 0)
 
     registry = Registry(
         settings.artifacts_dir,
