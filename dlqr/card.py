@@ -78,6 +78,10 @@ class ModelCard:
     schema_tags: frozenset[str] = frozenset()
     #: Free-form facts shown by /models (units, sampling rate, ...).
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Promotion gate: how much worse than the stable version a challenger may be on each key
+    #: test metric, in the metric's own units, when both are scored on the same held-out rows
+    #: (:mod:`serving.gate`). A metric not listed here has no tolerance (0).
+    promotion_tolerance: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def input_dim(self) -> int:

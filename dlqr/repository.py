@@ -16,8 +16,10 @@ reader never sees half a bundle; :func:`new_version_dir` does exactly that.
 Versions are ordered "naturally": runs of digits compare as numbers, so
 ``v10`` > ``v9`` and training's UTC timestamps (``2026.05.01.120000``) sort by
 time. The *policy* (``DLQR_VERSION_POLICY``) says which versions are served:
-``latest`` (the greatest version that verifies and passes its self-test),
-``all``, or one pinned version, for every model or per model
+``routing`` (the default: the ``stable`` version named by the model's
+``routing.json``, plus its canary and shadow; without a routing file, as
+``latest``), ``latest`` (the greatest version that verifies and passes its
+self-test), ``all``, or one pinned version, for every model or per model
 (``wine:2026.05.01.120000,digit:all``).
 
 Standard library only: both training (writing) and serving (reading) use it.
@@ -36,6 +38,8 @@ from pathlib import Path
 MANIFEST = "manifest.json"
 LATEST = "latest"
 ALL = "all"
+#: Serve what the model's ``routing.json`` names (:mod:`dlqr.routing`); without one, as ``latest``.
+ROUTING = "routing"
 #: Characters allowed in a version directory name (also what makes it safe in a URL path).
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
@@ -140,13 +144,13 @@ class Policy:
 
     def describe(self, name: str) -> str:
         p = self.for_model(name)
-        return p if p in (LATEST, ALL) else f"pinned {p}"
+        return p if p in (LATEST, ALL, ROUTING) else f"pinned {p}"
 
 
 def _check_value(value: str, where: str) -> str:
-    if value in (LATEST, ALL) or VERSION_PATTERN.match(value):
+    if value in (LATEST, ALL, ROUTING) or VERSION_PATTERN.match(value):
         return value
-    raise PolicyError(f"{where}: {value!r} is not 'latest', 'all' or a version name")
+    raise PolicyError(f"{where}: {value!r} is not 'routing', 'latest', 'all' or a version name")
 
 
 def parse_policy(text: str) -> Policy:

@@ -1,7 +1,13 @@
-"""``python -m serving predict MODEL --input FILE --output FILE``: offline scoring (:mod:`serving.offline`)."""
+"""``python -m serving predict ...``: offline scoring (:mod:`serving.offline`);
+``python -m serving models ...``: the model versions CLI (:mod:`serving.models_cli`)."""
 
 import sys
 
-from serving.offline import main
+if sys.argv[1:2] == ["models"]:
+    from serving.models_cli import main as models_main
+
+    sys.exit(models_main(sys.argv[2:]))
+
+from serving.offline import main  # noqa: E402
 
 sys.exit(main())

@@ -226,6 +226,10 @@ def readyz() -> Response:
         s.name: {"status": s.status, "version": s.bundle.version if s.bundle else None, "reason": s.reason}
         for s in svc.registry.states.values()
     }
+    for s in svc.registry.states.values():  # the routing applied, and why a routing file is not
+        if s.routing is not None or s.routing_error:
+            models[s.name].update(routing=s.routing.describe() if s.routing else None,
+                                  routing_error=s.routing_error)  # fmt: skip
     if svc.registry.all_ready:
         lagging = svc.metrics.cluster_not_ready(svc.settings.workers)
         if lagging is None:

@@ -82,6 +82,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         met.set_served_versions(state.name, state.ready, served)
         if state.model is not None and state.model.range_min is not None:
             met.declare_ranges(state.name, state.model.features)
+        met.routing_invalid.labels(state.name).set(1 if state.routing_error else 0)
 
     registry = Registry(
         settings.artifacts_dir,

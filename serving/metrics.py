@@ -148,6 +148,12 @@ class Metrics:
             ["model"],
             **reg,
         )
+        self.routing_invalid = Gauge(
+            "dlqr_routing_invalid",
+            "1 while the model's routing.json is not applied (malformed, or names a missing version); "
+            "the last good routing stays (maximum over live workers).",
+            ["model"], multiprocess_mode="livemax", **reg,
+        )  # fmt: skip
         self._info_labels: dict[str, set[tuple[str, str]]] = {}
         self._req_children: dict[tuple[str, str, str], Any] = {}
         self._duration_children: dict[tuple[str, str, str], Any] = {}

@@ -36,6 +36,7 @@ from typing import Any
 from dlqr import card as cards
 from dlqr import repository
 from dlqr.bundle import MANIFEST, Bundle, BundleError, verify_bundle
+from serving import routing_state as routing_hook
 from serving.loading import LoadedModel, LoadError, load_model, random_rows
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,10 @@ class ModelState:
     bundle: Bundle | None = None
     versions: dict[str, VersionState] = field(default_factory=dict)
     policy: str = repository.LATEST
+    #: Under the routing policy: the routing applied now (None: no routing file, served as latest).
+    routing: Any = None
+    #: Why the routing file on disk is not applied (the last good routing stays), or None.
+    routing_error: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -138,6 +143,8 @@ class Registry:
         self.started_at = time.time()
         self.ready_at: float | None = None
         self._lock = threading.Lock()
+        #: Per model, under the routing policy: (file key seen, routing applied, why the file is not).
+        self._routing: dict[str, tuple[tuple, Any, str | None]] = {}
 
     @property
     def all_ready(self) -> bool:
@@ -224,6 +231,10 @@ class Registry:
         old = self.states[name]
         policy = self.policy.for_model(name)
         cands = repository.scan(self.artifacts_dir / name)
+        route, route_error = None, None
+        if policy == repository.ROUTING:
+            route, route_error = routing_hook.apply(self, name, cands)
+            policy = route.stable if route is not None else repository.LATEST
         found: dict[str, VersionState] = {}
         default: VersionState | None = None
         for cand in cands:  # greatest version first
@@ -233,7 +244,7 @@ class Registry:
             )
             wanted = policy == repository.ALL or policy == cand.version or (
                 policy == repository.LATEST and default is None
-            )  # fmt: skip
+            ) or (route is not None and cand.version in route.versions())  # fmt: skip
             if not wanted:
                 # Not served under the policy: a loaded one is retired (freed once no request holds it);
                 # a refused one stays refused until its directory changes.
@@ -246,7 +257,7 @@ class Registry:
             else:
                 state = self._load_version(name, cand)
             found[cand.version] = state
-            if state.ready and default is None:
+            if state.ready and default is None and (route is None or cand.version == route.stable):
                 default = state
         if default is not None:
             new = ModelState(name, "ready", None, default.path, default.model, default.model.bundle, found,
@@ -270,6 +281,7 @@ class Registry:
                     failed[0].reason if failed else f"{name}: no servable version")  # fmt: skip
                 path = failed[0].file if failed else None
             new = ModelState(name, "failed", reason, path, None, None, found, self.policy.describe(name))
+        new.routing, new.routing_error = route, route_error
         self._set(new)
         if old.model is not None and new.model is not old.model:  # logged once the switch is done
             log.info(
@@ -303,7 +315,7 @@ class Registry:
         """Whether the version directories on disk differ from what this process last saw (cheap)."""
         seen = {v: (s.path, s.fingerprint) for v, s in self.states[name].versions.items()}
         now = {c.version: (str(c.path), c.fingerprint) for c in repository.scan(self.artifacts_dir / name)}
-        return seen != now
+        return seen != now or routing_hook.file_changed(self, name)
 
     def poll(self) -> list[str]:
         """Refresh the models whose directories changed; return their names."""

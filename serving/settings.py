@@ -73,8 +73,9 @@ class Settings(BaseSettings):
     keras_crosscheck: bool = False
     #: Comma-separated model names to serve (default: every registered card).
     models: str = ""
-    #: Served versions: "latest", "all", a version, or per model "wine:2026.05.01.120000,digit:all".
-    version_policy: str = "latest"
+    #: Served versions: "routing" (each model's routing.json; without one, as "latest"), "latest",
+    #: "all", a version, or per model "wine:2026.05.01.120000,digit:all".
+    version_policy: str = "routing"
     #: Seconds between two scans of the model repository for new/removed versions (0: never).
     poll_seconds: float = Field(5.0, ge=0, le=86_400, description="repository poll interval")
     # --- production hardening (serving/guard.py, serving/workers.py; README "Hardening") ---

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from dlqr.card import names as model_names
+from training import promotion
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "TensorFlow's op determinism are on by default, so the same seed gives the same weights)",
     )
     tr.add_argument("-q", "--quiet", action="store_true", help="no per-epoch output")
+    promotion.add_arguments(tr)
     _add_verbose(tr)
 
     ev = sub.add_parser("evaluate", help="recompute a bundle's test metrics from the data and compare")
@@ -253,6 +255,7 @@ def cmd_train(args) -> int:
     device.require_gpu_if_asked()  # DLQR_REQUIRE_GPU=1: stop before any data is loaded
     X.require_onnx_export(args.skip_onnx)  # an unservable bundle only when asked for
     print(f"== device: {device.device_description()}", flush=True)
+    promotion.pin_current(args.out, models)
     rows = []
     pool = _process_pool(args.baseline_workers, args.verbose)
     book_pool = _process_pool(args.book_workers, args.verbose)
@@ -311,7 +314,8 @@ def cmd_train(args) -> int:
     phase_lines = console.phase_table(rows)
     if phase_lines:
         print("\n" + "\n".join(phase_lines))
-    return 0
+    return promotion.finish(rows, args.out, args.data_dir or promotion.default_data_dir(), promote=args.promote,
+                            allow_below_bar=args.allow_below_bar)  # fmt: skip
 
 
 def cmd_evaluate(args) -> int:

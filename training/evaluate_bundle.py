@@ -29,6 +29,19 @@ def test_rows(name: str, ids: list, dataset) -> tuple[np.ndarray, np.ndarray]:
     return recipes.get(name).test_rows(ids, dataset)
 
 
+def metrics_from_outputs(name: str, prep: dict[str, Any], y: np.ndarray, out: np.ndarray) -> dict[str, Any]:
+    """Test metrics of raw network outputs ``out`` against natural-unit targets ``y`` (the task's)."""
+    kind = get_card(name).task.kind
+    if kind == "regression":
+        ts = prep["target_scaler"]
+        return E.regression_metrics(
+            y, processing.unstandardize(out[:, 0], ts["mean"], ts["scale"]), ts["scale"]
+        )
+    if kind == "binary":
+        return E.binary_metrics(y, out[:, 0], prep["threshold"]["value"])
+    return E.multiclass_metrics(y, out)
+
+
 def recompute(
     name: str, bundle_dir: Path, data_dir=None, cache_dir=None, rtol: float = 1e-6
 ) -> dict[str, Any]:
@@ -43,17 +56,7 @@ def recompute(
         model.predict(processing.model_input(raw, b.preprocessing), batch_size=4096, verbose=0),
         dtype=np.float64,
     )
-    prep = b.preprocessing
-    kind = get_card(name).task.kind
-    if kind == "regression":
-        ts = prep["target_scaler"]
-        got = E.regression_metrics(
-            y, processing.unstandardize(out[:, 0], ts["mean"], ts["scale"]), ts["scale"]
-        )
-    elif kind == "binary":
-        got = E.binary_metrics(y, out[:, 0], prep["threshold"]["value"])
-    else:
-        got = E.multiclass_metrics(y, out)
+    got = metrics_from_outputs(name, b.preprocessing, y, out)
     shipped = b.metrics["test"]
     rows = {k: {"recomputed": got[k], "bundle": shipped[k]} for k in key_metrics(name)}
     ok = all(np.isclose(v["recomputed"], v["bundle"], rtol=rtol, atol=1e-9) for v in rows.values())

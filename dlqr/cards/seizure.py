@@ -62,4 +62,6 @@ CARD = ModelCard(
     to_instance=_instance,
     input_name="eeg",
     extra={"class_labels": list(CLASS_LABELS), "sampling_rate_hz": 173.61, "units": "microvolt"},
+    # a few of the 1,150 test segments (accuracy 0.003 = 3.5 segments)
+    promotion_tolerance={"roc_auc": 0.002, "accuracy": 0.003, "f1": 0.01},
 )

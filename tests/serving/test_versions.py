@@ -63,13 +63,13 @@ def test_policy_parsing():
     assert (p.for_model("wine"), p.for_model("digit"), p.for_model("seizure")) == ("1.9", "all", "latest")
     assert repository.parse_policy("all").for_model("x") == "all"
     assert repository.parse_policy("").for_model("x") == "latest"
-    with pytest.raises(repository.PolicyError, match="not 'latest'"):
+    with pytest.raises(repository.PolicyError, match="not 'routing', 'latest'"):
         repository.parse_policy("wine:../x")
 
 
 def test_a_flat_bundle_is_served_as_one_version(app, client):
     wine = client.get("/models/wine").get_json()
-    assert wine["version_policy"] == "latest"
+    assert wine["version_policy"] == "routing"  # the default; no routing file: as latest
     assert [(v["version"], v["status"]) for v in wine["versions"]] == [(wine["version"], "ready")]
 
 
@@ -81,7 +81,7 @@ def test_latest_serves_the_greatest_version_and_others_stay_on_disk(repo, artifa
     states = {v["version"]: v["status"] for v in client.get("/models/wine").get_json()["versions"]}
     assert states == {"1.10": "ready", "1.9": "available"}
     status, body = _version(client, repo, "?version=1.9")
-    assert status == 503 and "not served" in body["detail"] and "policy: latest" in body["detail"]
+    assert status == 503 and "not served" in body["detail"] and "policy: routing" in body["detail"]
 
 
 def test_policy_all_serves_every_version_by_query_and_v2_path(repo, artifacts, make_app):
