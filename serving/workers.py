@@ -312,6 +312,10 @@ class ThreadWorker(ProblemWorkerMixin, _ThreadWorker):
     """Gunicorn's gthread worker with problem+json errors and drain-aware /readyz."""
 
 
+#: Seconds between two balancer checks of a gevent worker (only with serving/balance.py on).
+BALANCE_TICK = 0.005
+
+
 def _gevent_worker_class() -> type:
     import gevent
     from gevent import monkey
@@ -320,6 +324,41 @@ def _gevent_worker_class() -> type:
     from gevent.server import StreamServer
     from gunicorn.sock import ssl_context
     from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
+
+    class _Server(StreamServer):
+        """StreamServer that counts connections at accept for the balancer (serving/balance.py)."""
+
+        worker: Any = None
+        paused = False
+
+        def do_handle(self, *args: Any) -> None:
+            balancer = self.worker.balancer
+            if balancer is not None:
+                balancer.opened()  # counted at accept, before the next accept can happen
+            super().do_handle(*args)
+
+        def _start_accepting_if_started(self, _event: Any = None) -> None:
+            # gevent resumes accepting when a pool slot frees; not while the balancer pauses us.
+            if not self.paused:
+                super()._start_accepting_if_started(_event)
+
+    def balancer_for(servers: list) -> Any:
+        from serving import balance
+
+        if balance.TABLE is None:
+            return None
+
+        def pause() -> None:
+            for server in servers:
+                server.paused = True
+                server.stop_accepting()
+
+        def resume() -> None:
+            for server in servers:
+                server.paused = False
+                server.start_accepting()
+
+        return balance.Balancer(balance.TABLE, pause, resume)
 
     class GeventWorker(ProblemWorkerMixin, _GeventWorker):
         """Gunicorn's gevent worker with a head deadline, 408, socket timeouts and a backlog drain."""
@@ -332,6 +371,8 @@ def _gevent_worker_class() -> type:
             self.sockets = [
                 gsocket.socket(s.FAMILY, gsocket.SOCK_STREAM, fileno=s.sock.detach()) for s in self.sockets
             ]
+
+        balancer: Any = None
 
         def handle_abort(self, sig: int, frame: Any) -> None:
             hub = gevent.get_hub()
@@ -383,6 +424,8 @@ def _gevent_worker_class() -> type:
                 self.handle_error(req, client, addr, e)
             finally:
                 util.close(client)
+                if self.balancer is not None:
+                    self.balancer.closed()
 
         def run(self) -> None:
             """Gunicorn's GeventWorker.run, plus the accept-queue drain on SIGTERM."""
@@ -398,17 +441,31 @@ def _gevent_worker_class() -> type:
             self.listener_names = {s: s.getsockname() for s in self.sockets}
             for s in self.sockets:
                 s.setblocking(1)
-                server = StreamServer(
+                server = _Server(
                     s, handle=partial(self.handle, s), spawn=Pool(self.worker_connections), **ssl_args
                 )
+                server.worker = self
                 if self.cfg.workers > 1:
                     server.max_accept = 1
-                server.start()
                 servers.append(server)
+            self.balancer = balancer_for(servers)
+            for server in servers:
+                server.start()
 
+            beat = time.monotonic()
             while self.alive:
-                self.notify()
-                gevent.sleep(0.25)
+                if self.balancer is None:
+                    self.notify()
+                    gevent.sleep(0.25)
+                    continue
+                # The balancer's heartbeat and re-check (another worker's count may have changed).
+                self.balancer.check()
+                if time.monotonic() - beat >= 0.25:
+                    self.notify()
+                    beat = time.monotonic()
+                gevent.sleep(BALANCE_TICK)
+            if self.balancer is not None:
+                self.balancer.close()  # the others stop waiting on this worker
 
             # Connections the kernel has already accepted for us wait in the listen queue:
             # closing the listener would reset them, so take them first (then close at once).
