@@ -1,15 +1,23 @@
-"""`make bench`: load-test the service against a floor and a naive reference server.
+"""`make bench`: load-test the service against reference servers, in one run.
 
 Starts Gunicorn exactly as `make serve` does (same config file, same settings,
 loopback port), drives it with `hey` (installed from Debian if missing), then
-does the same for two reference servers under the same Gunicorn settings:
+does the same for the reference servers (``scripts/bench_ref.py``):
 
+- fastapi: FastAPI + uvicorn + ONNX Runtime by hand, the same ``model.onnx`` and
+  request body, as many worker processes as the service, one intra-op thread;
 - floor: Flask parses the same JSON and returns a constant (nothing can be faster here);
-- naive: Flask + ``model.predict`` per request, as tutorials do.
+- naive (``--servers ...,naive``): Flask + ``model.predict`` per request, as tutorials do.
 
-Workloads: single-instance requests to each model at concurrency 1, 8 and 32
-(req/s, p50, p99), and batches of 1, 32 and 256 instances at concurrency 8
-(rows/s). The three servers run side by side (idle ones cost nothing) and each
+Workloads: single-instance requests at concurrency 1, 8 and 32 (req/s, p50,
+p99), and batches of 1, 16, 32 and 256 instances at concurrency 8 (rows/s), for
+digit by default (``--models all`` for every model). Then, unless cut by flags:
+``--balance-runs`` runs each at c=8 and c=32 on the service and the FastAPI
+reference with the split of connections over the workers (``hey`` opens all its
+connections at start and keeps them alive; the split is read from /proc during
+the run); adaptive batching on vs off at c=1 (a second service with
+``DLQR_MAX_BATCH_SIZE=1``); and the mean batch the service ran at c=32 (its
+``model_batch_rows`` histogram). The three servers run side by side (idle ones cost nothing) and each
 cell is measured on all three back to back, alternating the order, so that a
 busy neighbour on a shared machine skews the ratios as little as possible.
 Also RSS per worker, time from start to ready and (``--install-size``) the
@@ -52,13 +60,24 @@ from dlqr import repository  # noqa: E402  (standard library only)
 
 MODELS = ("wine", "seizure", "digit")  # the shipped bundles the tables are about
 CONCURRENCY = (1, 8, 32)
-BATCHES = (1, 32, 256)
+BATCHES = (1, 16, 32, 256)
 BATCH_CONCURRENCY = 8
+BALANCE_CONCURRENCY = (8, 32)
 SERVERS = {
     "service": "serving.wsgi:app",
+    "fastapi": "bench_ref:fastapi_app",
     "floor": "bench_ref:floor_app()",
     "naive": "bench_ref:naive_app()",
+    # the same service with adaptive batching off, for the "batching never hurts" check
+    "unbatched": "serving.wsgi:app",
 }
+SERVICE_KINDS = ("service", "unbatched")
+#: Goals against the FastAPI reference (digit, single instances) and for balance, tail, batching.
+GOAL_FASTAPI_RATIO = {1: 1.0, 8: 1.5, 32: 1.5}
+GOAL_BALANCE = 0.85  # slowest / fastest of the balance runs
+GOAL_TAIL = 3.0  # p99 / p50 at c=8
+GOAL_BATCHING_C1 = 0.05  # c=1 latency, batching on vs off
+GOAL_MEAN_BATCH_ROWS = 4.0  # at c=32
 #: Goals (digit, concurrency 8): service / floor for single instances and for 256-row batches,
 #: against naive, p99; per worker RSS at ready, start to ready, serving install size.
 GOAL_FLOOR_FRACTION = 0.80
@@ -149,6 +168,58 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+_TCP_ESTABLISHED, _TCP_LISTEN = "01", "0A"
+
+
+def tcp_sockets(port: int) -> dict[int, str]:
+    """Socket inode -> TCP state (hex, /proc/net/tcp) of every socket whose local port is ``port``."""
+    out: dict[int, str] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port:
+                out[int(f[9])] = f[3]
+    return out
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets process ``pid`` holds open (/proc/<pid>/fd)."""
+    found = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return found
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(int(target[8:-1]))
+    return found
+
+
+def connection_split(pids: list[int], port: int) -> list[int]:
+    """Established connections to ``port`` held by each of the processes that listen on it.
+
+    Read from /proc (no cooperation from the server): works the same for Gunicorn and uvicorn
+    workers. Processes that do not hold a listener on the port (a multiprocessing helper) are
+    left out; the list is sorted, largest share first.
+    """
+    states = tcp_sockets(port)
+    split = []
+    for pid in pids:
+        mine = socket_inodes(pid)
+        if not any(states.get(i) == _TCP_LISTEN for i in mine):
+            continue
+        split.append(sum(1 for i in mine if states.get(i) == _TCP_ESTABLISHED))
+    return sorted(split, reverse=True)
+
+
 def run_hey(
     hey: str,
     url: str,
@@ -157,14 +228,29 @@ def run_hey(
     duration: float,
     ctype: str = "application/json",
     workers: list[int] | None = None,
+    port: int | None = None,
 ) -> dict:
     """One hey run; with ``workers`` (the server's worker pids) also the CPU per answered request
-    of the workers and of hey itself, which shows where a ratio comes from on a shared machine."""
+    of the workers and of hey itself, which shows where a ratio comes from on a shared machine,
+    and (with ``port``) how hey's connections were split over the workers mid-run."""
     cmd = [hey, "-z", f"{duration}s", "-c", str(conc), "-m", "POST", "-T", ctype, "-D", str(body), url]
     w0, h0 = cpu_seconds(workers or []), resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        split: list[int] = []
+        if workers and port:
+            # hey opens its connections at start and keeps them: one look once they are up
+            # (the fullest of a few looks, in case a connection is being replaced).
+            time.sleep(min(0.5, duration / 4))
+            for _ in range(3):
+                look = connection_split(workers, port)
+                if sum(look) > sum(split):
+                    split = look
+                time.sleep(min(0.2, duration / 10))
+        stdout, _ = proc.communicate(timeout=duration + 120)
     w1, h1 = cpu_seconds(workers or []), resource.getrusage(resource.RUSAGE_CHILDREN)
-    res = parse_hey(out.stdout)
+    res = parse_hey(stdout)
+    if split:
+        res["split"] = split
     answered = sum(res["codes"].values())
     if workers and answered:
         res["worker_cpu_ms"] = (w1 - w0) * 1000 / answered
@@ -224,13 +310,25 @@ class Server:
             "DLQR_WORKERS": str(workers),
         }
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # let the config create and clean its own
+        if kind == "unbatched":
+            self.env["DLQR_MAX_BATCH_SIZE"] = "1"  # adaptive batching off, all else the same
+
+    def command(self) -> list[str]:
+        """The server's command line: the service exactly as `make serve` starts it."""
+        if self.kind == "fastapi":
+            return [
+                sys.executable, "-m", "uvicorn", "--factory", SERVERS[self.kind], "--app-dir", "scripts",
+                "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+                "--no-access-log", "--log-level", "warning",
+            ]  # fmt: skip
+        cmd = [sys.executable, "-m", "gunicorn", "--config", "serving/gunicorn.conf.py"]
+        if self.kind not in SERVICE_KINDS:
+            cmd += ["--pythonpath", "scripts"]
+        return [*cmd, SERVERS[self.kind]]
 
     def start(self) -> float:
         """Start, wait until every worker is ready; returns seconds from start to ready."""
-        cmd = [sys.executable, "-m", "gunicorn", "--config", "serving/gunicorn.conf.py"]
-        if self.kind != "service":
-            cmd += ["--pythonpath", "scripts"]
-        cmd.append(SERVERS[self.kind])  # the service: exactly `make serve`'s command line
+        cmd = self.command()
         self._log = open(self.log_path, "w")  # noqa: SIM115
         t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -248,7 +346,7 @@ class Server:
         raise RuntimeError(f"{self.kind} not ready in 300 s")
 
     def _all_workers_ready(self) -> bool:
-        if self.kind == "service":
+        if self.kind in SERVICE_KINDS:
             # dlqr_model_ready is the minimum over live workers: 1 only when every worker has loaded and
             # self-tested every model (workers register it as 0 at boot, long before loading ends).
             try:
@@ -263,6 +361,14 @@ class Server:
 
     def worker_pids(self) -> list[int]:
         return children(self.proc.pid)
+
+    def metrics_text(self) -> str:
+        """The service's /metrics (every worker's, summed by the multi-process collector)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+                return r.read().decode()
+        except OSError:
+            return ""
 
     def rss(self) -> list[float]:
         return [round(rss_mib(p), 1) for p in children(self.proc.pid)]
@@ -339,9 +445,40 @@ def fmt(x: float, digits: int = 0) -> str:
     return "-" if x != x else f"{x:,.{digits}f}"
 
 
+def histogram_totals(text: str, name: str, model: str) -> tuple[float, float]:
+    """(sum, count) of one model's series of a Prometheus histogram in exposition text."""
+    total = count = 0.0
+    for suffix in ("sum", "count"):
+        m = re.search(rf'^{name}_{suffix}\{{[^}}]*model="{model}"[^}}]*\}} ([0-9.e+-]+)$', text, re.M)
+        if m:
+            if suffix == "sum":
+                total = float(m.group(1))
+            else:
+                count = float(m.group(1))
+    return total, count
+
+
+def batch_stats(before: str, after: str, model: str) -> dict | None:
+    """Mean rows and requests per model run between two /metrics scrapes, or None without the
+    batching histograms (a service without adaptive batching)."""
+    out = {}
+    for key, name in (("rows", "model_batch_rows"), ("requests", "model_batch_requests")):
+        s0, c0 = histogram_totals(before, name, model)
+        s1, c1 = histogram_totals(after, name, model)
+        if c1 - c0 <= 0:
+            return None
+        out[f"mean_{key}"] = (s1 - s0) / (c1 - c0)
+        out["runs"] = c1 - c0
+    s0, c0 = histogram_totals(before, "model_batch_queue_wait_seconds", model)
+    s1, c1 = histogram_totals(after, "model_batch_queue_wait_seconds", model)
+    if c1 > c0:
+        out["mean_queue_wait_ms"] = (s1 - s0) / (c1 - c0) * 1000
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        description="Benchmark the service against floor and naive reference servers."
+        description="Benchmark the service against FastAPI, floor (and naive) reference servers."
     )
     ap.add_argument("--duration", type=float, default=2.0, help="seconds per measurement (default 2)")
     ap.add_argument(
@@ -350,8 +487,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--warmup", type=float, default=1.0, help="seconds of discarded load per model and server"
     )
-    ap.add_argument("--quick", action="store_true", help="2 s runs, digit only, for a smoke check")
-    ap.add_argument("--servers", default="service,floor,naive", help="comma-separated subset")
+    ap.add_argument("--quick", action="store_true", help="2 s runs, 1 round, 2 balance runs: a smoke check")
+    ap.add_argument(
+        "--servers", default="service,fastapi,floor", help="comma-separated subset of " + ",".join(SERVERS)
+    )
+    ap.add_argument("--models", default="digit", help="comma-separated models, or 'all' (default digit)")
+    ap.add_argument(
+        "--balance-runs",
+        type=int,
+        default=5,
+        help="runs each at c=8 and c=32 for the balance check (0: skip)",
+    )
+    ap.add_argument("--balance-duration", type=float, default=3.0, help="seconds per balance run")
+    ap.add_argument(
+        "--no-batching-check", action="store_true", help="skip the batching on/off comparison at c=1"
+    )
     ap.add_argument(
         "--artifacts", type=Path, default=Path(os.environ.get("DLQR_ARTIFACTS_DIR") or ROOT / "artifacts")
     )
@@ -362,10 +512,17 @@ def main(argv: list[str] | None = None) -> int:
         help="also build a serving-only venv with deploy/docker/install-serve.sh and measure it",
     )
     args = ap.parse_args(argv)
-    models = ("digit",) if args.quick else MODELS
+    models = MODELS if args.models == "all" else tuple(m.strip() for m in args.models.split(",") if m.strip())
     duration = 2.0 if args.quick else args.duration
     rounds = 1 if args.quick else args.rounds
+    balance_runs = min(args.balance_runs, 2) if args.quick else args.balance_runs
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = [s for s in servers + list(models) if s not in SERVERS and s not in MODELS]
+    if unknown:
+        sys.exit(f"bench: unknown server or model {', '.join(unknown)}")
+    if "service" in servers and not args.no_batching_check and "unbatched" not in servers:
+        servers.append("unbatched")  # measured only in the batching comparison
+    table_servers = [s for s in servers if s != "unbatched"]
     workers = int(os.environ.get("DLQR_WORKERS") or 2)
     for name in MODELS:
         if repository.latest_dir(args.artifacts / name) is None:
@@ -383,13 +540,22 @@ def main(argv: list[str] | None = None) -> int:
         "workers": workers,
         "worker_class": os.environ.get("DLQR_WORKER_CLASS") or "gevent",
         "runs": [],
+        "balance": [],
         "servers": {},
     }
     results["loadavg_start"] = os.getloadavg()
     running: dict[str, Server] = {}
+
+    def measure(kind: str, name: str, workload: str, conc: int, seconds: float) -> dict:
+        srv = running[kind]
+        url = f"http://127.0.0.1:{srv.port}/predict/{name}"
+        return run_hey(
+            hey, url, files[(name, workload)], conc, seconds, workers=srv.worker_pids(), port=srv.port
+        )
+
     try:
         # Start one at a time (clean start-to-ready figures), then keep all up: every cell is
-        # measured on the three servers back to back, so machine noise hits them alike.
+        # measured on every server back to back, so machine noise hits them alike.
         for kind in servers:
             port = free_port()
             srv = Server(kind, port, args.artifacts, work, workers)
@@ -405,25 +571,21 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  ready in {ready:.1f}s; worker RSS {info['rss_mib']} MiB")
         cells = [(name, "single", c, 1) for name in models for c in CONCURRENCY]
         cells += [(name, f"batch{n}", BATCH_CONCURRENCY, n) for name in models for n in BATCHES]
-        for srv in running.values():
+        for kind in running:
             for name in models:
-                run_hey(
-                    hey,
-                    f"http://127.0.0.1:{srv.port}/predict/{name}",
-                    files[(name, "single")],
-                    8,
-                    args.warmup,
-                )
+                measure(kind, name, "single", 8, args.warmup)
         for i, (name, workload, conc, rows) in enumerate(cells):
-            per_server: dict[str, list[dict]] = {k: [] for k in running}
+            per_server: dict[str, list[dict]] = {k: [] for k in table_servers}
+            scrape = "service" in running and workload == "single" and conc == max(CONCURRENCY)
+            before = running["service"].metrics_text() if scrape else ""
             for rnd in range(rounds):
-                order = list(running) if (i + rnd) % 2 == 0 else list(reversed(running))
+                order = table_servers if (i + rnd) % 2 == 0 else list(reversed(table_servers))
                 for kind in order:
-                    srv = running[kind]
-                    url = f"http://127.0.0.1:{srv.port}/predict/{name}"
-                    per_server[kind].append(
-                        run_hey(hey, url, files[(name, workload)], conc, duration, workers=srv.worker_pids())
-                    )
+                    per_server[kind].append(measure(kind, name, workload, conc, duration))
+            if scrape:
+                stats = batch_stats(before, running["service"].metrics_text(), name)
+                if stats:
+                    results.setdefault("batches", {})[f"{name} c={conc}"] = stats
             for kind, reps in per_server.items():
                 r = median_run(reps)
                 results["runs"].append(
@@ -435,10 +597,26 @@ def main(argv: list[str] | None = None) -> int:
                     else ""
                 )
                 log(
-                    f"  {kind:8s} {name:8s} {workload:9s} c={conc:<3d} {r['rps']:9.1f} req/s "
+                    f"  {kind:9s} {name:8s} {workload:9s} c={conc:<3d} {r['rps']:9.1f} req/s "
                     f"{r['rps'] * rows:10.1f} rows/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms "
-                    f"(rounds: {' '.join(str(round(x['rps'])) for x in reps)}){cpu}"
+                    f"(rounds: {' '.join(str(round(x['rps'])) for x in reps)}; "
+                    f"split {' '.join('/'.join(map(str, x.get('split', []))) for x in reps)}){cpu}"
                 )
+        # Balance: every hey run opens fresh connections, so each run is a new draw of the split.
+        for conc in BALANCE_CONCURRENCY if balance_runs else ():
+            for rnd in range(balance_runs):
+                for kind in [k for k in ("service", "fastapi") if k in running]:
+                    r = measure(kind, "digit", "single", conc, args.balance_duration)
+                    results["balance"].append({"server": kind, "c": conc, **r})
+                    log(f"  balance {kind:8s} c={conc:<3d} run {rnd + 1}: {r['rps']:8.1f} req/s "
+                        f"p99 {r['p99_ms']:.2f} ms split {'/'.join(map(str, r.get('split', [])))}")  # fmt: skip
+        # Batching on vs off at c=1: the two services alternate, median of the rounds.
+        if "service" in running and "unbatched" in running:
+            reps: dict[str, list[dict]] = {"service": [], "unbatched": []}
+            for rnd in range(max(rounds, 3)):
+                for kind in ("service", "unbatched") if rnd % 2 == 0 else ("unbatched", "service"):
+                    reps[kind].append(measure(kind, "digit", "single", 1, duration))
+            results["batching_c1"] = {k: median_run(v) for k, v in reps.items()}
         for kind, srv in running.items():
             results["servers"][kind]["rss_after_mib"] = srv.rss()
     finally:
@@ -448,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.install_size:
         results["install"] = install_size(work)
     shutil.rmtree(work, ignore_errors=True)
-    print(render(results, models, servers))
+    print(render(results, models, table_servers))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
@@ -492,6 +670,7 @@ def _find(results, server, model, workload, c):
 
 def render(results: dict, models, servers) -> str:
     m = results["machine"]
+    refs = [s for s in ("fastapi", "floor", "naive") if s in servers and "service" in servers]
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB RAM; {m['os']}",
         f"Python {m['python']}, NumPy {m['numpy']}, ONNX Runtime {m['onnxruntime']} (service); "
@@ -503,9 +682,10 @@ def render(results: dict, models, servers) -> str:
         "| model | workload | c | "
         + " | ".join(f"{s} req/s" for s in servers)
         + " | service p50 ms | service p99 ms"
-        + (" | service/floor | service/naive" if {"service", "floor", "naive"} <= set(servers) else "")
+        + ("".join(f" | {r} p99 ms" for r in refs if r == "fastapi"))
+        + "".join(f" | service/{r}" for r in refs)
         + " |",
-        "|" + "---|" * (3 + len(servers) + 2 + (2 if {"service", "floor", "naive"} <= set(servers) else 0)),
+        "|" + "---|" * (3 + len(servers) + 2 + ("fastapi" in refs) + len(refs)),
     ]
     for model in models:
         for workload, cs in [("single", CONCURRENCY)] + [
@@ -532,10 +712,17 @@ def render(results: dict, models, servers) -> str:
                 line += (
                     f" | {fmt(svc['p50_ms'], 2) if svc else '-'} | {fmt(svc['p99_ms'], 2) if svc else '-'}"
                 )
-                if {"service", "floor", "naive"} <= set(servers) and svc and row["floor"] and row["naive"]:
-                    line += (
-                        f" | {svc['rps'] / row['floor']['rps']:.0%} | {svc['rps'] / row['naive']['rps']:.0f}x"
-                    )
+                if "fastapi" in refs:
+                    line += f" | {fmt(row['fastapi']['p99_ms'], 2) if row['fastapi'] else '-'}"
+                for ref in refs:
+                    if not (svc and row[ref]):
+                        line += " | -"
+                    elif ref == "floor":
+                        line += f" | {svc['rps'] / row[ref]['rps']:.0%}"
+                    elif ref == "naive":
+                        line += f" | {svc['rps'] / row[ref]['rps']:.0f}x"
+                    else:
+                        line += f" | {svc['rps'] / row[ref]['rps']:.2f}x"
                 lines.append(line + " |")
     lines.append("")
     for s, info in results["servers"].items():
@@ -597,9 +784,86 @@ def render(results: dict, models, servers) -> str:
                      f"tensorflow {'present' if inst['modules']['tensorflow'] else 'absent'}, keras "
                      f"{'present' if inst['modules']['keras'] else 'absent'} (goal <= {GOAL_INSTALL_MB:.0f} MB: "
                      f"{verdict(inst['venv_mb'] <= GOAL_INSTALL_MB)})")  # fmt: skip
+    goals += peer_goals(results)
     if goals:
         lines += ["", "Goals:", *(f"- {g}" for g in goals)]
+    lines += balance_lines(results)
     return "\n".join(lines)
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def peer_goals(results: dict) -> list[str]:
+    """Goal lines against the FastAPI reference, for the tail, batching and the mean batch."""
+    out = []
+    for c, goal in GOAL_FASTAPI_RATIO.items():
+        svc, ref = (
+            _find(results, "service", "digit", "single", c),
+            _find(results, "fastapi", "digit", "single", c),
+        )
+        if svc and ref:
+            k = svc["rps"] / ref["rps"]
+            out.append(f"digit single c={c}: service/FastAPI {k:.2f}x ({svc['rps']:,.0f} vs {ref['rps']:,.0f} req/s; "
+                       f"p50 {svc['p50_ms']:.2f} vs {ref['p50_ms']:.2f} ms) (goal >= {goal:.1f}x: {_verdict(k >= goal)})")  # fmt: skip
+            if c > 1:
+                ok = svc["p99_ms"] <= ref["p99_ms"]
+                out.append(f"digit single c={c}: p99 service {svc['p99_ms']:.2f} ms vs FastAPI {ref['p99_ms']:.2f} ms "
+                           f"(goal: no worse: {_verdict(ok)})")  # fmt: skip
+    for workload in (f"batch{n}" for n in (1, 16, 256)):
+        for kind in ("service", "fastapi"):
+            r = _find(results, kind, "digit", workload, BATCH_CONCURRENCY)
+            if r and r["p99_ms"] != r["p99_ms"]:  # hey prints no p99 for too few requests
+                out.append(f"digit {workload[5:]}-row requests c={BATCH_CONCURRENCY} {kind}: p99 not reported "
+                           "(too few requests: raise --duration)")  # fmt: skip
+            elif r and r["p50_ms"] > 0:
+                k = r["p99_ms"] / r["p50_ms"]
+                goal = (
+                    f" (goal <= {GOAL_TAIL:.0f}x: {_verdict(k <= GOAL_TAIL)})"
+                    if kind == "service"
+                    else " (reference)"
+                )
+                out.append(f"digit {workload[5:]}-row requests c={BATCH_CONCURRENCY} {kind}: p99/p50 {k:.1f}x "
+                           f"({r['p99_ms']:.2f} / {r['p50_ms']:.2f} ms){goal}")  # fmt: skip
+    on_off = results.get("batching_c1")
+    if on_off:
+        on, off = on_off["service"], on_off["unbatched"]
+        d = on["p50_ms"] / off["p50_ms"] - 1
+        out.append(f"digit single c=1 batching on vs off: p50 {on['p50_ms']:.3f} vs {off['p50_ms']:.3f} ms ({d:+.1%}), "
+                   f"{on['rps']:,.0f} vs {off['rps']:,.0f} req/s (goal within {GOAL_BATCHING_C1:.0%}: "
+                   f"{_verdict(abs(d) <= GOAL_BATCHING_C1 or d < 0)})")  # fmt: skip
+    for cell, st in (results.get("batches") or {}).items():
+        ok = st["mean_rows"] > GOAL_MEAN_BATCH_ROWS
+        wait = f", mean queue wait {st['mean_queue_wait_ms']:.2f} ms" if "mean_queue_wait_ms" in st else ""
+        out.append(f"{cell}: mean batch {st['mean_rows']:.1f} rows / {st['mean_requests']:.1f} requests over "
+                   f"{st['runs']:.0f} model runs{wait} (goal > {GOAL_MEAN_BATCH_ROWS:.0f} rows: {_verdict(ok)})")  # fmt: skip
+    return out
+
+
+def balance_lines(results: dict) -> list[str]:
+    """Per server and concurrency: each run's req/s, p99 and connection split; slowest/fastest."""
+    runs = results.get("balance") or []
+    if not runs:
+        return []
+    lines = [
+        "",
+        "Balance (digit single, fresh connections every run; split = established connections per worker):",
+    ]
+    for kind in dict.fromkeys(r["server"] for r in runs):
+        for c in dict.fromkeys(r["c"] for r in runs):
+            mine = [r for r in runs if r["server"] == kind and r["c"] == c]
+            if not mine:
+                continue
+            rps = [r["rps"] for r in mine]
+            k = min(rps) / max(rps)
+            goal = (
+                f" (goal >= {GOAL_BALANCE:.0%}: {_verdict(k >= GOAL_BALANCE)})" if kind == "service" else ""
+            )
+            runs_txt = "; ".join(f"{r['rps']:,.0f} req/s p99 {r['p99_ms']:.1f} ms split {'/'.join(map(str, r.get('split', []))) or '?'}"
+                                 for r in mine)  # fmt: skip
+            lines.append(f"- {kind} c={c}: slowest/fastest {k:.0%}{goal}: {runs_txt}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -64,6 +64,13 @@ for _module in ("numpy", "pydantic", "flask", "prometheus_client"):
 # worker's own collection after loading its models then walks only what the worker created.
 gc.freeze()
 
+# Shared connection counts for the least-loaded-accepts rule (serving/balance.py), created here
+# in the master so that every worker forked later (replacements too) sees the same table.
+if _settings.balance_connections and _settings.worker_class == "gevent" and _settings.workers > 1:
+    from serving import balance as _balance
+
+    _balance.create_table(_settings.workers)
+
 bind = [_settings.bind]
 workers = _settings.workers
 threads = _settings.threads

@@ -98,6 +98,15 @@ class Settings(BaseSettings):
     )
     #: Gunicorn control socket path; empty: no socket.
     control_socket: str = ""
+    # --- throughput (serving/balance.py, serving/batching.py; docs/batching.md) ---
+    #: gevent, several workers: only the least-loaded workers accept new connections.
+    balance_connections: bool = True
+    #: Adaptive batching: most rows in one model run (MLServer ``max_batch_size``); 1: off.
+    max_batch_size: int = _int(64, 1, 100_000, "rows per batched model run; 1 turns batching off")
+    #: Adaptive batching: longest a request waits for batch-mates (Triton ``max_queue_delay_microseconds``).
+    max_queue_delay_microseconds: int = _int(
+        2000, 0, 10_000_000, "us a queued request waits for batch-mates (only while others are queued)"
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -110,7 +119,8 @@ class Settings(BaseSettings):
 
     @field_validator("max_batch", "max_body_bytes", "max_image_pixels", "workers", "threads", "timeout",
                      "graceful_timeout", "keepalive", "ort_threads", "worker_connections", "read_timeout",
-                     "request_timeout", "max_inflight", "max_request_pixels", mode="before")  # fmt: skip
+                     "request_timeout", "max_inflight", "max_request_pixels", "max_batch_size",
+                     "max_queue_delay_microseconds", mode="before")  # fmt: skip
     @classmethod
     def _underscored_int(cls, value: Any) -> Any:
         # "1_048_576" reads as in Python; anything else that is not an integer is refused below.

@@ -104,3 +104,58 @@ def test_median_run_keeps_cpu_figures_only_when_every_round_has_them():
     assert bench.median_run([a, b, c])["worker_cpu_ms"] == 2.0
     del c["worker_cpu_ms"]
     assert "worker_cpu_ms" not in bench.median_run([a, b, c])
+
+
+def test_connection_split_counts_each_listening_process_connections():
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    accepted = [listener.accept()[0] for _ in range(3)]
+    try:
+        # This process listens and holds the 3 accepted ends (and the 3 client ends, whose local
+        # port is not the listener's): one worker holding 3 connections.
+        assert bench.connection_split([os.getpid()], port) == [3]
+        # A process that does not listen on the port is no worker: left out.
+        assert bench.connection_split([os.getppid()], port) == []
+    finally:
+        for s in clients + accepted + [listener]:
+            s.close()
+
+
+def test_batch_stats_mean_rows_between_scrapes():
+    before = 'model_batch_rows_sum{model="digit"} 100.0\nmodel_batch_rows_count{model="digit"} 20.0\n'
+    before += (
+        'model_batch_requests_sum{model="digit"} 100.0\nmodel_batch_requests_count{model="digit"} 20.0\n'
+    )
+    after = 'model_batch_rows_sum{model="digit"} 1100.0\nmodel_batch_rows_count{model="digit"} 120.0\n'
+    after += (
+        'model_batch_requests_sum{model="digit"} 900.0\nmodel_batch_requests_count{model="digit"} 120.0\n'
+    )
+    after += 'model_batch_queue_wait_seconds_sum{model="digit"} 0.2\n'
+    after += 'model_batch_queue_wait_seconds_count{model="digit"} 100.0\n'
+    st = bench.batch_stats(before, after, "digit")
+    assert st["mean_rows"] == 10.0 and st["mean_requests"] == 8.0 and st["runs"] == 100.0
+    assert abs(st["mean_queue_wait_ms"] - 2.0) < 1e-9
+    assert bench.batch_stats(before, before, "digit") is None  # no model run in between
+    assert bench.batch_stats("", after, "wine") is None
+
+
+def test_peer_goals_and_balance_lines():
+    svc, ref = _run("service", "single", 3000.0, 1, 0.1), _run("fastapi", "single", 1500.0, 1, 0.1)
+    svc["p99_ms"], ref["p99_ms"] = 4.0, 6.0
+    results = _results([svc, ref])
+    results["balance"] = [
+        {"server": "service", "c": 8, "rps": 1000.0, "p99_ms": 5.0, "split": [4, 4]},
+        {"server": "service", "c": 8, "rps": 800.0, "p99_ms": 9.0, "split": [8, 0]},
+    ]
+    text = bench.render(results, ("digit",), ["service", "fastapi"])
+    assert "| 2.00x |" in text  # the service/fastapi column
+    assert "digit single c=8: service/FastAPI 2.00x (3,000 vs 1,500 req/s" in text
+    assert "(goal >= 1.5x: met)" in text
+    assert "digit single c=8: p99 service 4.00 ms vs FastAPI 6.00 ms (goal: no worse: met)" in text
+    assert "- service c=8: slowest/fastest 80% (goal >= 85%: NOT met)" in text
+    assert "split 4/4" in text and "split 8/0" in text
