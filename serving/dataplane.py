@@ -109,6 +109,8 @@ class Observation:
     inference_seconds: float
     request_id: str | None
     door: str
+    #: The version the request named (``?version=``, ``/versions/<v>/``), or None when routed.
+    asked_version: str | None = None
 
 
 class Observer(Protocol):
@@ -318,13 +320,14 @@ class DataPlane:
         else:
             preds = model.postprocess(outputs)
             answered = preds
+        latency = time.perf_counter() - request.started
         if metrics is not None and answered:
             metrics.observe_prediction(name, len(answered), seconds, answered)
+            metrics.observe_version(name, model.version, latency)
         pred = Prediction(model, outputs, preds, seconds, row_errors)
         if self.hub.observers:
-            self.hub.publish(Observation(name, model.version, rows, outputs, preds,
-                                         time.perf_counter() - request.started, seconds,
-                                         request.request_id, request.door))  # fmt: skip
+            self.hub.publish(Observation(name, model.version, rows, outputs, preds, latency, seconds,
+                                         request.request_id, request.door, request.version))  # fmt: skip
         return pred
 
 
