@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -197,6 +198,19 @@ def validate_row(
 # ------------------------------------------------------------------ observers
 
 
+def native_queue(maxsize: int) -> queue.Queue:
+    """A standard-library queue that works between real threads, also in the gevent worker.
+
+    The gevent worker patches everything but threads, ``queue`` included: a patched
+    ``queue.Queue`` belongs to one thread's event loop, and the observer thread (a real one)
+    waiting on it dies with ``LoopExit``. The unpatched class uses real locks.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("queue"):
+        return monkey.get_original("queue", "Queue")(maxsize)
+    return queue.Queue(maxsize)
+
+
 class ObserverHub:
     """Hands observations to the observers on one daemon thread, through a bounded queue."""
 
@@ -204,7 +218,7 @@ class ObserverHub:
         self.observers: list[Observer] = []
         self.dropped = 0
         self.failed = 0
-        self._queue: queue.Queue[Observation] = queue.Queue(maxsize)
+        self._queue: queue.Queue[Observation] = native_queue(maxsize)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -219,7 +233,7 @@ class ObserverHub:
         """Never blocks and never raises."""
         try:
             self._queue.put_nowait(observation)
-        except queue.Full:
+        except Exception:  # Full (the standard library's, whichever module raised it)
             self.dropped += 1
 
     def join(self) -> None:

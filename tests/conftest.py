@@ -43,6 +43,7 @@ SLOW_LANES: dict[str, tuple[str, ...]] = {
     "gunicorn": (
         "serving/test_gunicorn.py",
         "serving/test_hot_swap.py",
+        "serving/test_lifecycle_gunicorn.py",
         "serving/v2/test_conformance.py",
         "serving/v2/test_client.py",
         "docs/test_samples_gunicorn.py",
