@@ -19,7 +19,9 @@ half-way through, renames a new version directory into place:
   ``dlqr-models rollback MODEL`` runs, and every worker must go back to the previous version
   at its next poll (plus the load of that version) with no failed request.
 
-Load is `hey` (status counts) plus a probe thread that records the ``version`` of
+The scenarios that add a version run the server with ``DLQR_VERSION_POLICY=latest`` (a new
+directory goes live by itself only under that policy; the default ``routing`` policy serves what
+``routing.json`` names). Load is `hey` (status counts) plus a probe thread that records the ``version`` of
 each answer with its time, so "every answer after the switch comes from the new
 version" is checked, not assumed. The switch time is when the last worker logged
 ``model_switched`` (or, for ``hup``, when the last old worker exited). Exits 1 if a
@@ -92,7 +94,7 @@ def seal_as_version(src: Path, model_dir: Path, version: str, defect: str | None
 class Server:
     """Gunicorn on loopback with its JSON log in a file."""
 
-    def __init__(self, artifacts: Path, logdir: Path, workers: int, poll: float):
+    def __init__(self, artifacts: Path, logdir: Path, workers: int, poll: float, policy: str | None = None):
         self.port = free_port()
         self.log_path = logdir / f"server-{self.port}.log"
         self.env = {
@@ -103,6 +105,8 @@ class Server:
             "DLQR_POLL_SECONDS": str(poll),
             "DLQR_LOG_LEVEL": "INFO",
         }
+        if policy:
+            self.env["DLQR_VERSION_POLICY"] = policy
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.workers = workers
 
@@ -243,7 +247,8 @@ def run_scenario(
         body = json.dumps(golden[0]["input"]).encode()
         body_file = work / "body.json"
         body_file.write_bytes(body)
-        srv = Server(art, work, workers, 0 if scenario in ("hup", "worker-hup") else poll)
+        srv = Server(art, work, workers, 0 if scenario in ("hup", "worker-hup") else poll,
+                     None if scenario == "rollback" else "latest")  # fmt: skip
         try:
             srv.start()
             t0 = time.time()
