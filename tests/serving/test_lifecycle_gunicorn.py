@@ -130,6 +130,7 @@ def test_canary_share_of_2000_requests_lies_in_the_binomial_interval(server):
     assert set(versions) <= {old, new}
     hits = versions.count(new)
     low, high = binomtest(hits, 2000, 0.10).proportion_ci(confidence_level=0.999)
+    print(f"canary share: {hits} of 2000 ({hits / 20:.2f} %), 99.9 % interval [{low:.4f}, {high:.4f}]")
     assert low <= 0.10 <= high, (hits, low, high)
     assert _metric(server.port, "dlqr_model_version_requests_total", model="wine", version=new) >= hits
 
@@ -157,7 +158,7 @@ def test_shadow_answers_are_byte_identical_and_disagreement_is_measured(server):
     instances = [g["input"] for g in golden]
     neg = np.asarray(next(g["input"]["eeg"] for g in golden if not g["prediction"]["seizure"]), float)
     pos = np.asarray(next(g["input"]["eeg"] for g in golden if g["prediction"]["seizure"]), float)
-    for a in np.linspace(0, 1, 120):
+    for a in np.linspace(0, 1, 400):
         instances.append({"eeg": np.rint((1 - a) * neg + a * pos).astype(int).tolist()})
     bodies = [json.dumps(i).encode() for i in instances]
     post = lambda c, b: c.post("/predict/seizure", b)  # noqa: E731
@@ -179,6 +180,8 @@ def test_shadow_answers_are_byte_identical_and_disagreement_is_measured(server):
     t_stable = json.loads(before[0][2])["predictions"][0]["threshold"]
     probs = [json.loads(b)["predictions"][0]["probability"] for _, _, b in after]
     flips = sum((p >= t_stable) != (p >= SHADOW_THRESHOLD) for p in probs)
+    print(f"shadow: {len(bodies)} requests, {flips} decision flips between thresholds {t_stable:.4f} and "
+          f"{SHADOW_THRESHOLD}")  # fmt: skip
     assert flips > 0, "the crafted rows must include some between the thresholds"
     assert _metric(server.port, "dlqr_shadow_disagreements_total", **labels) - flips0 == flips
     # the same network: every |p - p_shadow| is 0, in the first bucket
