@@ -43,6 +43,7 @@ def real_data_dir() -> Path:
 SLOW_LANES: dict[str, tuple[str, ...]] = {
     "gunicorn": (
         "serving/test_gunicorn.py",
+        "serving/test_batching_gunicorn.py",
         "serving/test_hot_swap.py",
         "serving/v2/test_conformance.py",
         "serving/v2/test_client.py",
