@@ -17,7 +17,7 @@ reference with the split of connections over the workers (``hey`` opens all its
 connections at start and keeps them alive; the split is read from /proc during
 the run); adaptive batching on vs off at c=1 (a second service with
 ``DLQR_MAX_BATCH_SIZE=1``); and the mean batch the service ran at c=32 (its
-``model_batch_rows`` histogram); and the cost of shadow scoring (``--shadow-model``,
+``dlqr_model_batch_rows`` histogram); and the cost of shadow scoring (``--shadow-model``,
 default digit; ``--no-shadow-check`` skips it): p50 at c=8 of the service vs a second
 service whose routing adds a shadow version at 100 %, alternating, in the same run. The three servers run side by side (idle ones cost nothing) and each
 cell is measured on all three back to back, alternating the order, so that a
@@ -467,15 +467,15 @@ def batch_stats(before: str, after: str, model: str) -> dict | None:
     """Mean rows and requests per model run between two /metrics scrapes, or None without the
     batching histograms (a service without adaptive batching)."""
     out = {}
-    for key, name in (("rows", "model_batch_rows"), ("requests", "model_batch_requests")):
+    for key, name in (("rows", "dlqr_model_batch_rows"), ("requests", "dlqr_model_batch_requests")):
         s0, c0 = histogram_totals(before, name, model)
         s1, c1 = histogram_totals(after, name, model)
         if c1 - c0 <= 0:
             return None
         out[f"mean_{key}"] = (s1 - s0) / (c1 - c0)
         out["runs"] = c1 - c0
-    s0, c0 = histogram_totals(before, "model_batch_queue_wait_seconds", model)
-    s1, c1 = histogram_totals(after, "model_batch_queue_wait_seconds", model)
+    s0, c0 = histogram_totals(before, "dlqr_model_batch_queue_wait_seconds", model)
+    s1, c1 = histogram_totals(after, "dlqr_model_batch_queue_wait_seconds", model)
     if c1 > c0:
         out["mean_queue_wait_ms"] = (s1 - s0) / (c1 - c0) * 1000
     return out

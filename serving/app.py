@@ -53,6 +53,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from dlqr import card as cards
     from serving import api, budget, canary, errors, guard, logs, metrics, openapi, shadow, v2
+    from serving.batching import BatchingRunner
     from serving.dataplane import DataPlane
     from serving.registry import Registry
     from serving.schemas import build_schemas
@@ -112,10 +113,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         access_log=logs.AccessLog(),
         plane=DataPlane(registry, met),
     )
-    gate = guard.init_app(app, settings, met.registry)  # must stay inside api's observability wrapper
+    the_guard = guard.init_app(app, settings, met.registry)  # must stay inside api's observability wrapper
+    # Adaptive batching under gevent: concurrent requests of this worker join one model run.
+    app.extensions["dlqr"].plane.runner = BatchingRunner(
+        settings.max_batch_size,
+        settings.max_queue_delay_microseconds,
+        gevent=the_guard.gevent,
+        others_in_flight=lambda: the_guard.inflight - 1,
+        observe=met.observe_batch,
+    )
     # Canary share, routing keys and shadow scoring (docs/lifecycle.md).
     app.extensions["dlqr"].plane.resolver = canary.routing_resolver
-    scorer.busy = lambda: gate.inflight >= gate.max_inflight
+    scorer.busy = lambda: the_guard.inflight >= the_guard.max_inflight
     api.init_app(app)
     v2.init_app(app, served)
     openapi.init_app(app, schemas, package_version(), v2.openapi_paths(app.extensions["dlqr_v2"]))

@@ -106,6 +106,20 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             **reg,
         )
+        # Adaptive batching (serving/batching.py): one observation per model run, or per request.
+        self.batch_rows = Histogram(
+            PREFIX + "model_batch_rows", "Rows per model run (adaptive batching joins requests), by model.",
+            ["model"], buckets=BATCH_BUCKETS, **reg,
+        )  # fmt: skip
+        self.batch_requests = Histogram(
+            PREFIX + "model_batch_requests", "Requests per model run (1: ran alone), by model.",
+            ["model"], buckets=BATCH_BUCKETS, **reg,
+        )  # fmt: skip
+        self.batch_queue_wait = Histogram(
+            PREFIX + "model_batch_queue_wait_seconds",
+            "Time a request waited for its batched model run to start, by model.",
+            ["model"], buckets=LATENCY_BUCKETS, **reg,
+        )  # fmt: skip
         self.predictions = Counter(
             PREFIX + "model_predictions",
             "Predictions by outcome: binary positive/negative, multiclass class label, regression 'value'.",
@@ -181,6 +195,9 @@ class Metrics:
             c.name: {
                 "inference": self.inference.labels(c.name),
                 "batch": self.batch_size.labels(c.name),
+                "run_rows": self.batch_rows.labels(c.name),
+                "run_requests": self.batch_requests.labels(c.name),
+                "queue_wait": self.batch_queue_wait.labels(c.name),
                 # no empty series for a task without a scalar value (multiclass)
                 "value": self.predicted[c.task.kind].labels(c.name)
                 if c.task.value_buckets and c.task.kind in self.predicted
@@ -254,6 +271,15 @@ class Metrics:
                 self._version_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def observe_batch(self, model: str, rows: int, requests: int, waits: list[float]) -> None:
+        """One model run: its rows and requests, and each request's wait in the batching queue."""
+        m = self._per_model.get(model)
+        if m is None:  # a model this app does not serve (never on the request path)
+            return
+        m["run_rows"].observe(rows)
+        m["run_requests"].observe(requests)
+        self.observe_many(m["queue_wait"], waits)
 
     def observe_ranges(self, model: str, features: tuple[str, ...], raw: np.ndarray, lo, hi) -> None:
         """Count every input value outside the training range, per feature."""

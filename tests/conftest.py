@@ -38,10 +38,12 @@ def real_data_dir() -> Path:
 # `make test` runs the fast lane (unit tests and in-process app tests); `make test-all` runs it
 # first, then every slow lane in this order. A test's lane follows from where its file lives, so
 # nobody has to remember a marker: everything outside a slow lane's paths is fast. Paths are
-# relative to tests/; a path ending in "/" is a whole directory.
+# relative to tests/; a path ending in "/" is a whole directory, and a file named
+# `test_*_gunicorn.py` anywhere is in the gunicorn lane (it starts a real server).
 SLOW_LANES: dict[str, tuple[str, ...]] = {
     "gunicorn": (
         "serving/test_gunicorn.py",
+        "serving/test_batching_gunicorn.py",
         "serving/test_hot_swap.py",
         "serving/test_lifecycle_gunicorn.py",
         "serving/v2/test_conformance.py",
@@ -66,6 +68,8 @@ LANE_ORDER = ("fast", *SLOW_LANES)
 def lane_of(relpath: str) -> str:
     """The lane of a test file, from its path relative to tests/ ("fast" unless a slow lane claims it)."""
     relpath = relpath.replace("\\", "/")
+    if relpath.rsplit("/", 1)[-1].startswith("test_") and relpath.endswith("_gunicorn.py"):
+        return "gunicorn"
     for lane, paths in SLOW_LANES.items():
         if any(relpath == p or (p.endswith("/") and relpath.startswith(p)) for p in paths):
             return lane

@@ -127,16 +127,16 @@ def test_connection_split_counts_each_listening_process_connections():
 
 
 def test_batch_stats_mean_rows_between_scrapes():
-    before = 'model_batch_rows_sum{model="digit"} 100.0\nmodel_batch_rows_count{model="digit"} 20.0\n'
-    before += (
-        'model_batch_requests_sum{model="digit"} 100.0\nmodel_batch_requests_count{model="digit"} 20.0\n'
+    before = (
+        'dlqr_model_batch_rows_sum{model="digit"} 100.0\ndlqr_model_batch_rows_count{model="digit"} 20.0\n'
     )
-    after = 'model_batch_rows_sum{model="digit"} 1100.0\nmodel_batch_rows_count{model="digit"} 120.0\n'
-    after += (
-        'model_batch_requests_sum{model="digit"} 900.0\nmodel_batch_requests_count{model="digit"} 120.0\n'
+    before += 'dlqr_model_batch_requests_sum{model="digit"} 100.0\ndlqr_model_batch_requests_count{model="digit"} 20.0\n'
+    after = (
+        'dlqr_model_batch_rows_sum{model="digit"} 1100.0\ndlqr_model_batch_rows_count{model="digit"} 120.0\n'
     )
-    after += 'model_batch_queue_wait_seconds_sum{model="digit"} 0.2\n'
-    after += 'model_batch_queue_wait_seconds_count{model="digit"} 100.0\n'
+    after += 'dlqr_model_batch_requests_sum{model="digit"} 900.0\ndlqr_model_batch_requests_count{model="digit"} 120.0\n'
+    after += 'dlqr_model_batch_queue_wait_seconds_sum{model="digit"} 0.2\n'
+    after += 'dlqr_model_batch_queue_wait_seconds_count{model="digit"} 100.0\n'
     st = bench.batch_stats(before, after, "digit")
     assert st["mean_rows"] == 10.0 and st["mean_requests"] == 8.0 and st["runs"] == 100.0
     assert abs(st["mean_queue_wait_ms"] - 2.0) < 1e-9
