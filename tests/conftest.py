@@ -45,6 +45,7 @@ SLOW_LANES: dict[str, tuple[str, ...]] = {
         "serving/test_gunicorn.py",
         "serving/test_batching_gunicorn.py",
         "serving/test_hot_swap.py",
+        "serving/test_lifecycle_gunicorn.py",
         "serving/v2/test_conformance.py",
         "serving/v2/test_client.py",
         "docs/test_samples_gunicorn.py",

@@ -159,3 +159,16 @@ def test_peer_goals_and_balance_lines():
     assert "digit single c=8: p99 service 4.00 ms vs FastAPI 6.00 ms (goal: no worse: met)" in text
     assert "- service c=8: slowest/fastest 80% (goal >= 85%: NOT met)" in text
     assert "split 4/4" in text and "split 8/0" in text
+
+
+def test_shadow_outcomes_and_the_shadow_cost_line():
+    line = 'dlqr_shadow_requests_total{against="1",model="digit",outcome="%s",version="2"} %s\n'
+    before = line % ("scored", "10.0")
+    after = line % ("scored", "110.0") + line % ("skipped_busy", "3.0")
+    assert bench.shadow_outcomes(before, after) == {"scored": 100.0, "skipped_busy": 3.0}
+    run = {"p50_ms": 1.0, "p99_ms": 2.0, "rps": 1000.0}
+    results = {"shadow_c8": {"model": "digit", "stable": "1", "shadow": "2", "service": run,
+                             "shadowed": {**run, "p50_ms": 1.2}, "outcomes": {"scored": 100.0}}}  # fmt: skip
+    text = "\n".join(bench.shadow_lines(results))
+    assert "p50 1.20 ms vs 1.00 ms without (+20.0%, goal <= 10%: NOT met)" in text and "scored 100" in text
+    assert bench.shadow_lines({}) == []
