@@ -86,3 +86,32 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         order[item.nodeid] = LANE_ORDER.index(lane)
     items.sort(key=lambda it: order[it.nodeid])  # stable: file order kept within a lane
+
+
+# --- The committed artifacts are read-only to tests ---------------------------------------------
+# A test that trains, promotes or pins without its own --out/--repository would write into the
+# repository's artifacts/ (a routing file, a history line, a new version). Fail the run if any did.
+
+
+def artifacts_snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its size and modification time (ns)."""
+    return {
+        p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def pytest_sessionstart(session):
+    session.config._dlqr_artifacts = artifacts_snapshot(REPO_ROOT / "artifacts")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_dlqr_artifacts", None)
+    if before is None:
+        return
+    after = artifacts_snapshot(REPO_ROOT / "artifacts")
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        print(f"\nerror: the test run changed the committed artifacts/: {', '.join(changed[:10])}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
