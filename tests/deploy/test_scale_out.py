@@ -22,7 +22,7 @@ from tests.deploy import crds
 
 DEPLOY = REPO_ROOT / "deploy"
 DIRS = (DEPLOY / "kserve", DEPLOY / "keda")
-IN_FLIGHT = "http_requests_in_flight"
+IN_FLIGHT = "dlqr_http_requests_in_flight"
 
 
 def _objects() -> dict[str, dict]:
