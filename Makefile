@@ -5,6 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # A serving-only install (no TensorFlow/Keras): enough for `make serve`.
 SERVE_STAMP := $(VENV)/.installed-serve
+# KServe's client in its own venv (it needs older pandas/protobuf): tests/serving/v2/test_kserve_client.py.
+KSERVE_VENV  ?= .venv-kserve
+KSERVE_STAMP := $(KSERVE_VENV)/.installed
 # Real datasets: ../shared/data beside the checkout when present, else download + verify.
 DATA_DIR ?= $(shell [ -d ../shared/data ] && echo ../shared/data)
 DATA_ARG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
@@ -21,7 +24,7 @@ PYTHON_IMAGE ?=
 IMAGE_BUILD_OPTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-serve train serve test test-all docs bench chaos chaos-swap lint tensorboard image docker-serve docker-train clean
+.PHONY: help install install-serve kserve-venv train serve test test-all docs bench chaos chaos-swap lint tensorboard image docker-serve docker-train clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -58,6 +61,14 @@ install: $(STAMP) ## create .venv: TensorFlow (CUDA build if nvidia-smi sees a G
 
 install-serve: $(SERVE_STAMP) ## create .venv with the serving runtime only (ONNX Runtime, no TensorFlow)
 
+$(KSERVE_STAMP): requirements/kserve-client.txt
+	rm -rf $(KSERVE_VENV)
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet --no-deps -r requirements/kserve-client.txt
+	touch $@
+
+kserve-venv: $(KSERVE_STAMP) ## create .venv-kserve with KServe's V2 client, which the tests drive in a subprocess
+
 train: $(STAMP) ## train all three models on the real data; each bundle is a new version artifacts/<model>/<version>/
 	$(PY) -m training train all $(DATA_ARG)
 
@@ -69,7 +80,7 @@ serve: $(SERVE_STAMP) ## serve the committed bundles with Gunicorn on port 8000 
 test: $(STAMP) ## fast lane while developing: unit + in-process app tests (lanes by path: tests/conftest.py)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: $(STAMP) ## what CI runs: the fast lane, then Gunicorn, reliability, e2e, deploy and training
+test-all: $(STAMP) $(KSERVE_STAMP) ## what CI runs: the fast lane, then Gunicorn, reliability, e2e, deploy and training
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 

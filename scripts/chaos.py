@@ -23,8 +23,8 @@ Scenarios (``--scenario NAME``, repeatable; default all):
 - ``worker-timeout``: the CPU bomb with the pixel budget lifted, DLQR_TIMEOUT=20, deadline 19 s;
 - ``control-socket``: two servers side by side, the second one stopped.
 
-``--repo DIR`` serves another checkout (e.g. the commit before the fix) with the same
-command, which is how the README's before/after table was made. ``--quick`` shortens
+``--repo DIR`` serves another checkout (e.g. an older release) with the same
+command, which is how the before/after figures in docs/hardening.md were made. ``--quick`` shortens
 every scenario (the pytest suite in tests/reliability runs them that way).
 
     .venv/bin/python scripts/chaos.py [--quick] [--scenario NAME ...] [--repo DIR] [--json out.json]
@@ -1152,7 +1152,7 @@ WORKER_MODELS = {
 
 
 def compare_workers(repo: Path, seconds: float, rounds: int, hold: float, slow_n: int) -> dict:
-    """The worker-model comparison behind the README's choice.
+    """The worker-model comparison behind the default worker class (docs/hardening.md).
 
     Two workers of each kind, side by side (idle ones cost nothing): digit c=8
     throughput with `hey` (keep-alive on, hey's default, and off), rounds

@@ -1,4 +1,4 @@
-"""The recipe sweep behind the default recipes (issue 10): grouped CV on the non-test data only.
+"""The recipe sweep behind the default recipes: grouped CV on the non-test data only.
 
 Usage (from the repository root; one JSON line per candidate on stdout)::
 

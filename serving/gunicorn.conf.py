@@ -74,7 +74,7 @@ if _settings.balance_connections and _settings.worker_class == "gevent" and _set
 bind = [_settings.bind]
 workers = _settings.workers
 threads = _settings.threads
-# --- issue 8: worker model, slow clients, drain, control socket (serving/workers.py, README "Hardening") ---
+# --- worker model, slow clients, drain, control socket (serving/workers.py, docs/hardening.md) ---
 # gevent by default: slow clients cannot tie up a worker, keep-alive is cheap, and the
 # measured digit c=8 throughput is at least the sync workers'. The classes add problem+json
 # answers for Gunicorn's own errors, the DLQR_READ_TIMEOUT head deadline and a drain on SIGTERM.
@@ -88,7 +88,7 @@ pre_request = "serving.workers.pre_request"  # remembers the request, so the app
 control_socket_disable = not _settings.control_socket
 if _settings.control_socket:
     control_socket = _settings.control_socket
-# --- end issue 8 ---
+# --- end of the worker model ---
 timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout
 keepalive = _settings.keepalive

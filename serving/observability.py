@@ -36,7 +36,7 @@ def new_request_id() -> str:
     return os.urandom(16).hex()
 
 
-# Issue 8: any token is a valid HTTP method, so the metric label must not take it verbatim
+# Any token is a valid HTTP method, so the metric label must not take it verbatim
 # (20,000 invented methods made 20,000 series).
 STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 

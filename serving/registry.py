@@ -18,7 +18,7 @@ before publishing it with one assignment. Signals (Gunicorn owns most of them):
   failed request.
 - ``kill -HUP <worker>``: that worker rescans now instead of at its next poll
   (Gunicorn resets a worker's HUP to "terminate"; :func:`start_watcher` replaces
-  that, so a stray HUP no longer kills a worker).
+  that, so a stray HUP does not kill a worker).
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     version_policy: str = "routing"
     #: Seconds between two scans of the model repository for new/removed versions (0: never).
     poll_seconds: float = Field(5.0, ge=0, le=86_400, description="repository poll interval")
-    # --- production hardening (serving/guard.py, serving/workers.py; README "Hardening") ---
+    # --- production hardening (serving/guard.py, serving/workers.py; docs/hardening.md) ---
     #: gevent | gthread | sync: see serving/workers.py.
     worker_class: Literal["gevent", "gthread", "sync"] = "gevent"
     worker_connections: int = _int(

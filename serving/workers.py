@@ -11,7 +11,7 @@
   waiting in the accept queue before the listener closes (Gunicorn closes it
   at once, which resets them). On a full stop the arbiter first makes the
   listener ignore new handshakes (:func:`refuse_new_connections_on_stop`), so
-  no connection completes after that drain. The README's "Hardening" section has the
+  no connection completes after that drain. docs/hardening.md has the
   measurements that chose it over sync and gthread.
 - ``gthread`` / ``sync``: Gunicorn's own, kept for comparison; slow clients tie
   them up (that is what the measurements show).

@@ -48,6 +48,7 @@ SLOW_LANES: dict[str, tuple[str, ...]] = {
         "serving/test_lifecycle_gunicorn.py",
         "serving/v2/test_conformance.py",
         "serving/v2/test_client.py",
+        "serving/v2/test_kserve_client.py",
         "docs/test_samples_gunicorn.py",
     ),
     "reliability": ("reliability/",),

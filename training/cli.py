@@ -165,7 +165,7 @@ def default_baseline_workers() -> int:
     minute of single-threaded CPU in all) cost no wall time there. On this project's
     2-core CPU the training already keeps both cores busy: a measured ``train all``
     with one baseline process was not faster (its fits slowed down by what the
-    baselines took), so there the default stays 0, fitting them inline as before.
+    baselines took), so there the default is 0, fitting each inline after its network.
     """
     import os
 

@@ -1,6 +1,6 @@
 """GPU check: train each model for a few epochs and print per-epoch times and the device.
 
-Meant for a CUDA host or the lent GPU machine with ``KERAS_BACKEND=jax``
+Meant for a CUDA host, or a GPU machine with ``KERAS_BACKEND=jax``
 (no TensorFlow there): only Keras 3 APIs are used, TensorBoard degrades with a
 warning. Prints one table; writes no bundle.
 """

@@ -295,7 +295,7 @@ def start_baseline(
     the network trains: the baseline is seeded and single-threaded, and sees a copy
     of the same arrays, so its figures are the ones an inline fit gives (only
     ``fit_seconds`` depends on the load). Without a pool it runs inline when waited
-    for, as before.
+    for.
     """
     if pool is None:
         return lambda: baselines.fit_baseline(p, seed, op_cfg, splits)

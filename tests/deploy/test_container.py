@@ -67,7 +67,7 @@ from tests.deploy.conftest import all_workers_ready, free_port, http
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 SERVING_IMAGE = f"localhost/dlqr-serving-test:{P.SESSION_ID}"  # DLQR_TEST_IMAGE=TAG: use TAG instead
-# Kept between sessions, like the base image it is built on (layer cache: seconds when current).
+# Kept between test runs, like the base image it is built on (layer cache: seconds when current).
 PROMETHEUS_IMAGE = "localhost/dlqr-prometheus-standin:bookworm"
 PROMETHEUS_CONTAINERFILE = REPO_ROOT / "tests" / "deploy" / "containers" / "prometheus.Containerfile"
 NGINX_IMAGE = "localhost/dlqr-nginx-standin:bookworm"

@@ -3,7 +3,7 @@
 Each test prints the scenario's figures (``pytest -s`` shows them) and fails on
 the scenario's own checks: any lost or 5xx answer for normal traffic, or a
 hostile request not getting its documented answer. The long versions are
-``make chaos``; the README's before/after table comes from those.
+``make chaos``; the figures in docs/hardening.md come from those.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 7: outside the card and recipe files, no training code branches on a model's name.
+"""Outside the card and recipe files, no training code branches on a model's name.
 
 Greps ``training/*.py`` (``training/recipes/`` and ``training/configs/`` excluded)
 for comparisons with, or dict keys / membership tuples of, every registered
