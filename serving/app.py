@@ -108,6 +108,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         access_log=logs.AccessLog(),
         plane=DataPlane(registry, met),
     )
+    from serving import monitor
+
+    monitor.init_app(app, settings, met, registry, app.extensions["dlqr"].plane)
     guard.init_app(app, settings, met.registry)  # must stay inside api's observability wrapper
     api.init_app(app)
     v2.init_app(app, served)
