@@ -110,6 +110,9 @@ def test_metrics_through_predict(wine_app):
     shares = [s.value for s in fams["dlqr_drift_reference_share"].samples
               if s.labels["feature"] == "ph" and s.labels["version"] == model.version]  # fmt: skip
     assert sum(shares) == pytest.approx(1.0)
+    rows = [s.value for s in fams["dlqr_drift_rows"].samples if s.name == "dlqr_drift_rows_total"
+            and s.labels["version"] == model.version]  # fmt: skip
+    assert rows == [40]  # the series the no-traffic alert watches
 
 
 def test_monitor_can_be_turned_off():
