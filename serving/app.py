@@ -108,9 +108,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         access_log=logs.AccessLog(),
         plane=DataPlane(registry, met),
     )
-    from serving import monitor
+    from serving import monitor, payload_log
 
-    monitor.init_app(app, settings, met, registry, app.extensions["dlqr"].plane)
+    plane = app.extensions["dlqr"].plane
+    monitor.init_app(app, settings, met, registry, plane)  # observers of the data plane
+    payload_log.init_app(app, settings, met, {c.name: c for c in served}, plane)
     guard.init_app(app, settings, met.registry)  # must stay inside api's observability wrapper
     api.init_app(app)
     v2.init_app(app, served)
