@@ -80,7 +80,7 @@ bench: $(STAMP) ## start Gunicorn like `make serve` and benchmark it against flo
 	$(PY) scripts/bench.py --install-size
 	$(PY) scripts/bench_offline.py
 
-chaos-swap: $(STAMP) ## hot swap under `hey -c 16` load: good, HUP, corrupt and bad-golden new versions
+chaos-swap: $(STAMP) ## hot swap under `hey -c 16` load: good, HUP, corrupt and bad-golden new versions, dlqr-models rollback
 	$(PY) scripts/chaos_swap.py
 
 chaos: $(STAMP) ## reliability scenarios against a real server (slow clients, CPU bomb, signals...); ~15 min

@@ -17,7 +17,9 @@ reference with the split of connections over the workers (``hey`` opens all its
 connections at start and keeps them alive; the split is read from /proc during
 the run); adaptive batching on vs off at c=1 (a second service with
 ``DLQR_MAX_BATCH_SIZE=1``); and the mean batch the service ran at c=32 (its
-``model_batch_rows`` histogram). The three servers run side by side (idle ones cost nothing) and each
+``dlqr_model_batch_rows`` histogram); and the cost of shadow scoring (``--shadow-model``,
+default digit; ``--no-shadow-check`` skips it): p50 at c=8 of the service vs a second
+service whose routing adds a shadow version at 100 %, alternating, in the same run. The three servers run side by side (idle ones cost nothing) and each
 cell is measured on all three back to back, alternating the order, so that a
 busy neighbour on a shared machine skews the ratios as little as possible.
 Also RSS per worker, time from start to ready and (``--install-size``) the
@@ -70,14 +72,17 @@ SERVERS = {
     "naive": "bench_ref:naive_app()",
     # the same service with adaptive batching off, for the "batching never hurts" check
     "unbatched": "serving.wsgi:app",
+    # the same service with a shadow version scoring every request, for the shadow-cost check
+    "shadowed": "serving.wsgi:app",
 }
-SERVICE_KINDS = ("service", "unbatched")
+SERVICE_KINDS = ("service", "unbatched", "shadowed")
 #: Goals against the FastAPI reference (digit, single instances) and for balance, tail, batching.
 GOAL_FASTAPI_RATIO = {1: 1.0, 8: 1.5, 32: 1.5}
 GOAL_BALANCE = 0.85  # slowest / fastest of the balance runs
 GOAL_TAIL = 3.0  # p99 / p50 at c=8
 GOAL_BATCHING_C1 = 0.05  # c=1 latency, batching on vs off
 GOAL_MEAN_BATCH_ROWS = 4.0  # at c=32
+GOAL_SHADOW_P50 = 0.10  # c=8 p50 with a shadow at 100 % vs none
 #: Goals (digit, concurrency 8): service / floor for single instances and for 256-row batches,
 #: against naive, p99; per worker RSS at ready, start to ready, serving install size.
 GOAL_FLOOR_FRACTION = 0.80
@@ -462,15 +467,15 @@ def batch_stats(before: str, after: str, model: str) -> dict | None:
     """Mean rows and requests per model run between two /metrics scrapes, or None without the
     batching histograms (a service without adaptive batching)."""
     out = {}
-    for key, name in (("rows", "model_batch_rows"), ("requests", "model_batch_requests")):
+    for key, name in (("rows", "dlqr_model_batch_rows"), ("requests", "dlqr_model_batch_requests")):
         s0, c0 = histogram_totals(before, name, model)
         s1, c1 = histogram_totals(after, name, model)
         if c1 - c0 <= 0:
             return None
         out[f"mean_{key}"] = (s1 - s0) / (c1 - c0)
         out["runs"] = c1 - c0
-    s0, c0 = histogram_totals(before, "model_batch_queue_wait_seconds", model)
-    s1, c1 = histogram_totals(after, "model_batch_queue_wait_seconds", model)
+    s0, c0 = histogram_totals(before, "dlqr_model_batch_queue_wait_seconds", model)
+    s1, c1 = histogram_totals(after, "dlqr_model_batch_queue_wait_seconds", model)
     if c1 > c0:
         out["mean_queue_wait_ms"] = (s1 - s0) / (c1 - c0) * 1000
     return out
@@ -502,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-batching-check", action="store_true", help="skip the batching on/off comparison at c=1"
     )
+    ap.add_argument("--no-shadow-check", action="store_true", help="skip the shadow-cost comparison at c=8")
+    ap.add_argument(
+        "--shadow-model", default="digit", help="model of the shadow-cost comparison (default digit)"
+    )
     ap.add_argument(
         "--artifacts", type=Path, default=Path(os.environ.get("DLQR_ARTIFACTS_DIR") or ROOT / "artifacts")
     )
@@ -522,7 +531,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"bench: unknown server or model {', '.join(unknown)}")
     if "service" in servers and not args.no_batching_check and "unbatched" not in servers:
         servers.append("unbatched")  # measured only in the batching comparison
-    table_servers = [s for s in servers if s != "unbatched"]
+    shadow_setup = None
+    if "service" in servers and not args.no_shadow_check:
+        servers.append("shadowed")  # measured only in the shadow-cost comparison
+    table_servers = [s for s in servers if s not in ("unbatched", "shadowed")]
     workers = int(os.environ.get("DLQR_WORKERS") or 2)
     for name in MODELS:
         if repository.latest_dir(args.artifacts / name) is None:
@@ -533,6 +545,11 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([sys.executable, "-m", "compileall", "-q", "dlqr", "serving"], cwd=ROOT, check=True)
     work = Path(tempfile.mkdtemp(prefix="dlqr-bench-"))
     files = bodies(args.artifacts, work)
+    if "shadowed" in servers:
+        shadow_setup = shadow_artifacts(args.artifacts, work / "shadow-artifacts", args.shadow_model)
+        if shadow_setup is None:
+            log(f"shadow check skipped: {args.shadow_model} needs two versions")
+            servers.remove("shadowed")
     results: dict = {
         "machine": machine(),
         "duration_s": duration,
@@ -558,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         # measured on every server back to back, so machine noise hits them alike.
         for kind in servers:
             port = free_port()
-            srv = Server(kind, port, args.artifacts, work, workers)
+            art = shadow_setup["artifacts"] if kind == "shadowed" else args.artifacts
+            srv = Server(kind, port, art, work, workers)
             log(f"starting {kind} on 127.0.0.1:{port} ...")
             running[kind] = srv
             ready = srv.start()
@@ -617,6 +635,19 @@ def main(argv: list[str] | None = None) -> int:
                 for kind in ("service", "unbatched") if rnd % 2 == 0 else ("unbatched", "service"):
                     reps[kind].append(measure(kind, "digit", "single", 1, duration))
             results["batching_c1"] = {k: median_run(v) for k, v in reps.items()}
+        # Shadow at 100 % vs none at c=8: the two services alternate, median of the rounds.
+        if "service" in running and "shadowed" in running:
+            name = args.shadow_model
+            before = running["shadowed"].metrics_text()
+            reps = {"service": [], "shadowed": []}
+            for rnd in range(max(rounds, 3)):
+                for kind in ("service", "shadowed") if rnd % 2 == 0 else ("shadowed", "service"):
+                    reps[kind].append(measure(kind, name, "single", 8, duration))
+            outcomes = shadow_outcomes(before, running["shadowed"].metrics_text())
+            results["shadow_c8"] = {
+                "model": name, "stable": shadow_setup["stable"], "shadow": shadow_setup["shadow"],
+                **{k: median_run(v) for k, v in reps.items()}, "outcomes": outcomes,
+            }  # fmt: skip
         for kind, srv in running.items():
             results["servers"][kind]["rss_after_mib"] = srv.rss()
     finally:
@@ -630,6 +661,54 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
+
+
+def shadow_artifacts(src: Path, dest: Path, model: str) -> dict | None:
+    """A copy of ``src`` whose ``model`` routing keeps its stable and adds another version as a
+    shadow at 100 %; None when the model has only one version."""
+    from dlqr import routing as R
+
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".*"))
+    mdir = dest / model
+    versions = [c.version for c in repository.scan(mdir) if not c.flat]
+    current = R.read(mdir)
+    stable = current.stable if current is not None else (versions[0] if versions else None)
+    others = [v for v in versions if v != stable]
+    if stable is None or not others:
+        return None
+    R.write(mdir, R.Routing(stable=stable, shadow=R.Split(version=others[0], percent=100)))
+    return {"artifacts": dest, "stable": stable, "shadow": others[0]}
+
+
+def shadow_outcomes(before: str, after: str) -> dict[str, float]:
+    """``dlqr_shadow_requests_total`` by outcome, between two scrapes (all workers, all models)."""
+
+    def totals(text: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for outcome, value in re.findall(r'^dlqr_shadow_requests_total\{[^}]*outcome="(\w+)"[^}]*\} ([\d.e+]+)$',
+                                         text, re.M):  # fmt: skip
+            out[outcome] = out.get(outcome, 0.0) + float(value)
+        return out
+
+    a, b = totals(after), totals(before)
+    return {k: v - b.get(k, 0.0) for k, v in a.items()}
+
+
+def shadow_lines(results: dict) -> list[str]:
+    """The shadow-cost line: p50 at c=8 with a shadow at 100 % vs none, and what the shadow did."""
+    sh = results.get("shadow_c8")
+    if not sh:
+        return []
+    base, shadowed = sh["service"], sh["shadowed"]
+    cost = shadowed["p50_ms"] / base["p50_ms"] - 1
+    done = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(sh["outcomes"].items())) or "none recorded"
+    return [
+        "",
+        f"Shadow cost ({sh['model']} single, c=8; stable {sh['stable']}, shadow {sh['shadow']} at 100 %): "
+        f"p50 {shadowed['p50_ms']:.2f} ms vs {base['p50_ms']:.2f} ms without ({cost:+.1%}, goal <= "
+        f"{GOAL_SHADOW_P50:.0%}: {_verdict(cost <= GOAL_SHADOW_P50)}); p99 {shadowed['p99_ms']:.2f} vs "
+        f"{base['p99_ms']:.2f} ms; {shadowed['rps']:,.0f} vs {base['rps']:,.0f} req/s; shadow requests: {done}",
+    ]
 
 
 def dir_mb(path: Path) -> float:
@@ -788,6 +867,7 @@ def render(results: dict, models, servers) -> str:
     if goals:
         lines += ["", "Goals:", *(f"- {g}" for g in goals)]
     lines += balance_lines(results)
+    lines += shadow_lines(results)
     return "\n".join(lines)
 
 

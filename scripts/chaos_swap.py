@@ -13,9 +13,15 @@ half-way through, renames a new version directory into place:
 - ``corrupt``: a new version whose ``model.onnx`` no longer matches its manifest's
   sha256: refused, the old version keeps serving;
 - ``bad-golden``: a new version whose hashes are right but whose golden pairs are
-  wrong (fails the self-test): refused likewise.
+  wrong (fails the self-test): refused likewise;
+- ``rollback``: the repository starts with a routing file whose ``stable`` is the greatest
+  version and ``previous_stable`` the one before it (as after a ``promote``); half-way,
+  ``dlqr-models rollback MODEL`` runs, and every worker must go back to the previous version
+  at its next poll (plus the load of that version) with no failed request.
 
-Load is `hey` (status counts) plus a probe thread that records the ``version`` of
+The scenarios that add a version run the server with ``DLQR_VERSION_POLICY=latest`` (a new
+directory goes live by itself only under that policy; the default ``routing`` policy serves what
+``routing.json`` names). Load is `hey` (status counts) plus a probe thread that records the ``version`` of
 each answer with its time, so "every answer after the switch comes from the new
 version" is checked, not assumed. The switch time is when the last worker logged
 ``model_switched`` (or, for ``hup``, when the last old worker exited). Exits 1 if a
@@ -46,8 +52,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from dlqr import bundle as B  # noqa: E402  (standard library only)
 from dlqr import repository  # noqa: E402
+from dlqr import routing as R  # noqa: E402
 
-SCENARIOS = ("good", "worker-hup", "hup", "corrupt", "bad-golden")
+SCENARIOS = ("good", "worker-hup", "hup", "corrupt", "bad-golden", "rollback")
 NEW_VERSION = "9999.01.01.000000"  # sorts after every training timestamp: "latest" must pick it
 
 
@@ -87,7 +94,7 @@ def seal_as_version(src: Path, model_dir: Path, version: str, defect: str | None
 class Server:
     """Gunicorn on loopback with its JSON log in a file."""
 
-    def __init__(self, artifacts: Path, logdir: Path, workers: int, poll: float):
+    def __init__(self, artifacts: Path, logdir: Path, workers: int, poll: float, policy: str | None = None):
         self.port = free_port()
         self.log_path = logdir / f"server-{self.port}.log"
         self.env = {
@@ -98,6 +105,8 @@ class Server:
             "DLQR_POLL_SECONDS": str(poll),
             "DLQR_LOG_LEVEL": "INFO",
         }
+        if policy:
+            self.env["DLQR_VERSION_POLICY"] = policy
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.workers = workers
 
@@ -224,11 +233,22 @@ def run_scenario(
         if old_dir is None:
             raise RuntimeError(f"no bundle for {model} in {artifacts or ROOT / 'artifacts'}")
         old_version = json.loads((old_dir / B.MANIFEST).read_text())["version"]
+        # The version every answer must come from once the switch is complete.
+        target = NEW_VERSION
+        if scenario == "rollback":
+            others = [
+                c.version for c in repository.scan(model_dir) if not c.flat and c.version != old_version
+            ]
+            if not others:
+                raise RuntimeError(f"rollback needs two versions of {model}")
+            target = others[0]
+            R.write(model_dir, R.Routing(stable=old_version, previous_stable=target))
         golden = json.loads((old_dir / B.MANIFEST).read_text())["golden"]
         body = json.dumps(golden[0]["input"]).encode()
         body_file = work / "body.json"
         body_file.write_bytes(body)
-        srv = Server(art, work, workers, 0 if scenario in ("hup", "worker-hup") else poll)
+        srv = Server(art, work, workers, 0 if scenario in ("hup", "worker-hup") else poll,
+                     None if scenario == "rollback" else "latest")  # fmt: skip
         try:
             srv.start()
             t0 = time.time()
@@ -249,7 +269,13 @@ def run_scenario(
             time.sleep(duration / 2)
             t_swap = time.time()
             defect = {"corrupt": "sha", "bad-golden": "golden"}.get(scenario)
-            seal_as_version(old_dir, model_dir, NEW_VERSION, defect)
+            rollback_s = None
+            if scenario == "rollback":
+                cmd = [sys.executable, "-m", "serving", "models", "--repository", str(art), "rollback", model]
+                subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=60)
+                rollback_s = time.time() - t_swap
+            else:
+                seal_as_version(old_dir, model_dir, NEW_VERSION, defect)
             gone: list[float] = []
             if scenario == "worker-hup":
                 for pid in subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True,
@@ -273,6 +299,8 @@ def run_scenario(
             if loader == "hey":
                 hey.join(duration + 90)
             switched = [e for e in srv.events("model_switched") if e.get("model") == model]
+            loads = [e.get("load_seconds", 0.0) for e in srv.events("model_ready")
+                     if e.get("model") == model and e.get("version") == target and _ts(e) >= t_swap]  # fmt: skip
             refused = [e for e in srv.events("model_refused") if e.get("model") == model]
             if scenario == "hup":
                 t_done = gone[0] if gone else None
@@ -284,7 +312,7 @@ def run_scenario(
         status = {}
         for _, _, code, _ in samples:
             status[code] = status.get(code, 0) + 1
-        new_answers = [t for _, t, code, v in samples if code == 200 and v == NEW_VERSION]
+        new_answers = [t for _, t, code, v in samples if code == 200 and v == target]
         # Requests *sent* after the switch must all be answered by the new version (one sent just
         # before it may still finish on the old one: in-flight requests keep their version).
         after = [(t, v) for t, _, code, v in samples if code == 200 and t_done is not None and t > t_done]
@@ -292,7 +320,7 @@ def run_scenario(
             "scenario": scenario,
             "model": model,
             "old_version": old_version,
-            "new_version": NEW_VERSION,
+            "new_version": target,
             "duration_s": duration,
             "concurrency": concurrency,
             "loader": "hey + 1 probe" if loader == "hey" else f"{concurrency} python clients",
@@ -304,19 +332,34 @@ def run_scenario(
             "first_new_answer_after_swap_s": round(new_answers[0] - t_swap, 3) if new_answers else None,
             "switch_complete_after_swap_s": round(t_done - t_swap, 3) if t_done else None,
             "answers_after_switch": len(after),
-            "old_answers_after_switch": sum(1 for _, v in after if v != NEW_VERSION),
+            "old_answers_after_switch": sum(1 for _, v in after if v != target),
             "workers_switched": len(switched),
             "workers_refused": len(refused),
             "refused_file": refused[0].get("file") if refused else None,
+            "poll_s": 0 if scenario in ("hup", "worker-hup") else poll,
         }
+        if rollback_s is not None:
+            # The promise: every request sent later than the command's end + one poll interval +
+            # the load of the previous version (it was not loaded while not in the routing) is
+            # answered by the previous version.
+            load_s = max(loads, default=0.0)
+            bound = t_swap + rollback_s + poll + load_s
+            late = [v for t, _, code, v in samples if code == 200 and t > bound]
+            out.update(rollback_command_s=round(rollback_s, 3), load_s=round(load_s, 3),
+                       answers_after_poll_and_load=len(late),
+                       old_answers_after_poll_and_load=sum(1 for v in late if v != target))  # fmt: skip
         if loader == "hey":
             out["hey"] = load_result
             hey_non_200 = sum(n for c, n in load_result.get("status", {}).items() if int(c) != 200)
             out["hey_non_200"] = hey_non_200 + load_result.get("errors", 0)
         non_200 = out["probe_non_200"] + out.get("hey_non_200", 0)
-        if scenario in ("good", "worker-hup", "hup"):
+        if scenario in ("good", "worker-hup", "hup", "rollback"):
             out["ok"] = bool(
-                non_200 == 0 and t_done is not None and after and out["old_answers_after_switch"] == 0
+                non_200 == 0
+                and t_done is not None
+                and after
+                and out["old_answers_after_switch"] == 0
+                and out.get("old_answers_after_poll_and_load", 0) == 0
             )
         else:
             out["ok"] = bool(non_200 == 0 and not new_answers and len(refused) >= workers
@@ -355,7 +398,14 @@ def main(argv: list[str] | None = None) -> int:
             f"complete after {res['switch_complete_after_swap_s']} s, {res['old_answers_after_switch']} old "
             f"answers of {res['answers_after_switch']} after it | refused by {res['workers_refused']} workers"
             f" | slowest probe answer {res['probe_max_latency_s']} s"
-            f" | {'OK' if res['ok'] else 'FAILED'}",
+            + (
+                f" | rollback command {res['rollback_command_s']} s, load {res['load_s']} s, "
+                f"{res['old_answers_after_poll_and_load']} old answers of {res['answers_after_poll_and_load']} "
+                "after command + poll + load"
+                if "rollback_command_s" in res
+                else ""
+            )
+            + f" | {'OK' if res['ok'] else 'FAILED'}",
             flush=True,
         )
     if args.json:

@@ -20,6 +20,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, request
 from pydantic import ValidationError
 
+from serving.canary import VERSION_HEADER
 from serving.dataplane import RequestInfo
 from serving.errors import ServingError, problem_response
 from serving.observability import BATCH_KEY, MODEL_KEY, REQUEST_ID_KEY
@@ -119,6 +120,7 @@ def predict(name: str) -> Response:
     return Response(
         encode({"model": name, "version": pred.version, "predictions": pred.predictions}),
         content_type="application/json",
+        headers={VERSION_HEADER: pred.version},
     )
 
 

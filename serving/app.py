@@ -52,7 +52,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         raise SettingsError(f"MODEL_LOADING={mode!r}: must be one of {', '.join(LOADING_MODES)}")
 
     from dlqr import card as cards
-    from serving import api, budget, errors, guard, logs, metrics, openapi, v2
+    from serving import api, budget, canary, errors, guard, logs, metrics, openapi, shadow, v2
+    from serving.batching import BatchingRunner
     from serving.dataplane import DataPlane
     from serving.registry import Registry
     from serving.schemas import build_schemas
@@ -76,6 +77,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     met = metrics.init_app(app, served)
     schemas = build_schemas(served, settings.max_batch)
+    scorer = shadow.ShadowScorer(None, shadow.ShadowMetrics(met.registry))
 
     def on_change(state) -> None:
         served = [(v.version, v.model.bundle.onnx_sha256 or "") for v in state.served()]
@@ -83,6 +85,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         if state.model is not None and state.model.range_min is not None:
             met.declare_ranges(state.name, state.model.features)
         met.routing_invalid.labels(state.name).set(1 if state.routing_error else 0)
+        if "dlqr" in app.extensions:  # the first shadow in a routing registers the shadow scorer
+            scorer.install_when_needed(app.extensions["dlqr"].plane, state)
 
     registry = Registry(
         settings.artifacts_dir,
@@ -94,6 +98,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         policy=settings.policy,
         on_refused=lambda name, version: met.model_refused.labels(name).inc(),
     )
+    scorer.registry = registry
     app.extensions["dlqr"] = Service(
         settings=settings,
         registry=registry,
@@ -113,7 +118,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     plane = app.extensions["dlqr"].plane
     monitor.init_app(app, settings, met, registry, plane)  # observers of the data plane
     payload_log.init_app(app, settings, met, {c.name: c for c in served}, plane)
-    guard.init_app(app, settings, met.registry)  # must stay inside api's observability wrapper
+    the_guard = guard.init_app(app, settings, met.registry)  # must stay inside api's observability wrapper
+    # Adaptive batching under gevent: concurrent requests of this worker join one model run.
+    app.extensions["dlqr"].plane.runner = BatchingRunner(
+        settings.max_batch_size,
+        settings.max_queue_delay_microseconds,
+        gevent=the_guard.gevent,
+        others_in_flight=lambda: the_guard.inflight - 1,
+        observe=met.observe_batch,
+    )
+    # Canary share, routing keys and shadow scoring (docs/lifecycle.md).
+    app.extensions["dlqr"].plane.resolver = canary.routing_resolver
+    scorer.busy = lambda: the_guard.inflight >= the_guard.max_inflight
     api.init_app(app)
     v2.init_app(app, served)
     openapi.init_app(app, schemas, package_version(), v2.openapi_paths(app.extensions["dlqr_v2"]))

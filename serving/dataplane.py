@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -109,6 +110,8 @@ class Observation:
     inference_seconds: float
     request_id: str | None
     door: str
+    #: The version the request named (``?version=``, ``/versions/<v>/``), or None when routed.
+    asked_version: str | None = None
 
 
 class Observer(Protocol):
@@ -195,6 +198,19 @@ def validate_row(
 # ------------------------------------------------------------------ observers
 
 
+def native_queue(maxsize: int) -> queue.Queue:
+    """A standard-library queue that works between real threads, also in the gevent worker.
+
+    The gevent worker patches everything but threads, ``queue`` included: a patched
+    ``queue.Queue`` belongs to one thread's event loop, and the observer thread (a real one)
+    waiting on it dies with ``LoopExit``. The unpatched class uses real locks.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("queue"):
+        return monkey.get_original("queue", "Queue")(maxsize)
+    return queue.Queue(maxsize)
+
+
 class ObserverHub:
     """Hands observations to the observers on one daemon thread, through a bounded queue."""
 
@@ -202,7 +218,7 @@ class ObserverHub:
         self.observers: list[Observer] = []
         self.dropped = 0
         self.failed = 0
-        self._queue: queue.Queue[Observation] = queue.Queue(maxsize)
+        self._queue: queue.Queue[Observation] = native_queue(maxsize)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -217,7 +233,7 @@ class ObserverHub:
         """Never blocks and never raises."""
         try:
             self._queue.put_nowait(observation)
-        except queue.Full:
+        except Exception:  # Full (the standard library's, whichever module raised it)
             self.dropped += 1
 
     def join(self) -> None:
@@ -318,13 +334,14 @@ class DataPlane:
         else:
             preds = model.postprocess(outputs)
             answered = preds
+        latency = time.perf_counter() - request.started
         if metrics is not None and answered:
             metrics.observe_prediction(name, len(answered), seconds, answered)
+            metrics.observe_version(name, model.version, latency)
         pred = Prediction(model, outputs, preds, seconds, row_errors)
         if self.hub.observers:
-            self.hub.publish(Observation(name, model.version, rows, outputs, preds,
-                                         time.perf_counter() - request.started, seconds,
-                                         request.request_id, request.door))  # fmt: skip
+            self.hub.publish(Observation(name, model.version, rows, outputs, preds, latency, seconds,
+                                         request.request_id, request.door, request.version))  # fmt: skip
         return pred
 
 

@@ -96,6 +96,11 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "The request could not be answered within DLQR_REQUEST_TIMEOUT seconds: 503 when it waited "
         "that long for a worker, 504 when the work itself took that long (also after a worker timeout).",
     ),
+    "queue-deadline-exceeded": (
+        "Deadline passed while queued",
+        "The request's DLQR_REQUEST_TIMEOUT deadline passed while it waited for a batched model run "
+        "(adaptive batching); it was not run (504).",
+    ),
     "http-error": ("HTTP error", "Another HTTP-level error (4xx/5xx)."),
 }
 

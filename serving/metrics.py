@@ -106,6 +106,20 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             **reg,
         )
+        # Adaptive batching (serving/batching.py): one observation per model run, or per request.
+        self.batch_rows = Histogram(
+            PREFIX + "model_batch_rows", "Rows per model run (adaptive batching joins requests), by model.",
+            ["model"], buckets=BATCH_BUCKETS, **reg,
+        )  # fmt: skip
+        self.batch_requests = Histogram(
+            PREFIX + "model_batch_requests", "Requests per model run (1: ran alone), by model.",
+            ["model"], buckets=BATCH_BUCKETS, **reg,
+        )  # fmt: skip
+        self.batch_queue_wait = Histogram(
+            PREFIX + "model_batch_queue_wait_seconds",
+            "Time a request waited for its batched model run to start, by model.",
+            ["model"], buckets=LATENCY_BUCKETS, **reg,
+        )  # fmt: skip
         self.predictions = Counter(
             PREFIX + "model_predictions",
             "Predictions by outcome: binary positive/negative, multiclass class label, regression 'value'.",
@@ -154,6 +168,23 @@ class Metrics:
             "the last good routing stays (maximum over live workers).",
             ["model"], multiprocess_mode="livemax", **reg,
         )  # fmt: skip
+        # Labelled by version: only the versions this process serves (under the routing policy, the
+        # ones routing.json names), so the label set stays bounded; see observe_version.
+        self.version_requests = Counter(
+            PREFIX + "model_version_requests",
+            "Answered prediction requests by model and the version that answered (stable, canary or "
+            "a version the request named); only versions served now.",
+            ["model", "version"],
+            **reg,
+        )
+        self.version_latency = Histogram(
+            PREFIX + "model_version_latency_seconds",
+            "Prediction latency (request start to the answer built) by model and answering version.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            **reg,
+        )
+        self._version_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._info_labels: dict[str, set[tuple[str, str]]] = {}
         self._req_children: dict[tuple[str, str, str], Any] = {}
         self._duration_children: dict[tuple[str, str, str], Any] = {}
@@ -164,6 +195,9 @@ class Metrics:
             c.name: {
                 "inference": self.inference.labels(c.name),
                 "batch": self.batch_size.labels(c.name),
+                "run_rows": self.batch_rows.labels(c.name),
+                "run_requests": self.batch_requests.labels(c.name),
+                "queue_wait": self.batch_queue_wait.labels(c.name),
                 # no empty series for a task without a scalar value (multiclass)
                 "value": self.predicted[c.task.kind].labels(c.name)
                 if c.task.value_buckets and c.task.kind in self.predicted
@@ -224,6 +258,28 @@ class Metrics:
                 outcomes[label].inc(count)
         if m["value"] is not None:
             self.observe_many(m["value"], task.values(preds) or [])
+
+    def observe_version(self, model: str, version: str, seconds: float) -> None:
+        """One answered request of ``version``; a version not served now counts as ``other``."""
+        key = (model, version)
+        children = self._version_children.get(key)
+        if children is None:
+            served = {v for v, _ in self._info_labels.get(model, ())}
+            label = (model, version if version in served else "other")
+            children = (self.version_requests.labels(*label), self.version_latency.labels(*label))
+            if label[1] != "other":  # "other" is re-checked, in case the version is served later
+                self._version_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_batch(self, model: str, rows: int, requests: int, waits: list[float]) -> None:
+        """One model run: its rows and requests, and each request's wait in the batching queue."""
+        m = self._per_model.get(model)
+        if m is None:  # a model this app does not serve (never on the request path)
+            return
+        m["run_rows"].observe(rows)
+        m["run_requests"].observe(requests)
+        self.observe_many(m["queue_wait"], waits)
 
     def observe_ranges(self, model: str, features: tuple[str, ...], raw: np.ndarray, lo, hi) -> None:
         """Count every input value outside the training range, per feature."""

@@ -62,7 +62,7 @@ def disagreement(kind: str, primary: np.ndarray, shadow: np.ndarray, prep: dict[
     multiclass: ``label_differs`` (bool per row); binary: ``decision_flips`` (bool per row, each
     version at its own threshold when ``prep['shadow_threshold']`` is given) and ``prob_diff``
     (absolute difference of the probabilities); regression: ``abs_diff`` in the model's units
-    (the target scaler undone).
+    (each version's target scaler undone: ``prep['shadow_target_scaler']`` for the shadow's).
     """
     primary, shadow = np.asarray(primary, np.float64), np.asarray(shadow, np.float64)
     if kind == "multiclass":
@@ -72,5 +72,13 @@ def disagreement(kind: str, primary: np.ndarray, shadow: np.ndarray, prep: dict[
         t_shadow = float(prep.get("shadow_threshold", t_primary))
         p, s = primary[:, 0], shadow[:, 0]
         return {"decision_flips": (p >= t_primary) != (s >= t_shadow), "prob_diff": np.abs(p - s)}
-    scale = float(np.asarray(prep["target_scaler"]["scale"]).reshape(-1)[0])
-    return {"abs_diff": np.abs(primary[:, 0] - shadow[:, 0]) * scale}
+    p = _model_units(primary[:, 0], prep["target_scaler"])
+    s = _model_units(shadow[:, 0], prep.get("shadow_target_scaler", prep["target_scaler"]))
+    return {"abs_diff": np.abs(p - s)}
+
+
+def _model_units(raw: np.ndarray, scaler: dict[str, Any]) -> np.ndarray:
+    """A regression network's raw output in the model's units (its target scaler undone)."""
+    scale = float(np.asarray(scaler["scale"]).reshape(-1)[0])
+    mean = float(np.asarray(scaler.get("mean", 0.0)).reshape(-1)[0])
+    return raw * scale + mean

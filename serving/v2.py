@@ -45,6 +45,7 @@ from werkzeug.exceptions import HTTPException
 from dlqr.card import ModelCard
 from dlqr.tasks import TensorOutput
 from serving import v2_binary
+from serving.canary import VERSION_HEADER
 from serving.dataplane import RequestInfo, validate_row
 from serving.errors import ALLOWED_METHODS_KEY, ServingError, error_response, is_v2_path
 from serving.observability import BATCH_KEY, MODEL_KEY, REQUEST_ID_KEY
@@ -397,8 +398,9 @@ def infer(name: str, version: str | None = None) -> Response:
     body_out["outputs"] = [_tensor(o, n, pred.outputs, pred.predictions) for o in wanted]
     encoded, header_len = v2_binary.encode(body_out, as_binary, encode)
     if header_len is None:
-        return Response(encoded, content_type="application/json")
-    return Response(encoded, content_type=v2_binary.CONTENT_TYPE, headers={v2_binary.HEADER: str(header_len)})
+        return Response(encoded, content_type="application/json", headers={VERSION_HEADER: pred.version})
+    return Response(encoded, content_type=v2_binary.CONTENT_TYPE,
+                    headers={v2_binary.HEADER: str(header_len), VERSION_HEADER: pred.version})  # fmt: skip
 
 
 def server_metadata() -> Response:

@@ -176,6 +176,39 @@ def _close_current() -> None:
     req = _current_request.get()
     if req is not None:
         req.must_close = True  # gunicorn.http.message.Message.should_close honours it
+        req.dlqr_linger = True  # the body may be unread: close gently (lingering_close)
+
+
+#: Lingering close: at most this long, and this many bytes, read and dropped after the answer.
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 4 * 1024 * 1024
+
+
+def lingering_close(sock: Any, seconds: float = LINGER_SECONDS, limit: int = LINGER_BYTES) -> None:
+    """Half-close, then read and drop what the client still sends, for a short while.
+
+    A refusal that leaves the body unread (413, 400 on bad framing) closes the connection.
+    Closing a socket with unread data makes the kernel send a reset, which can reach the
+    client before it has read the answer (or while it is still sending), so it sees
+    "connection reset" instead of the 413. Reading on after the answer is what nginx
+    (``lingering_close``) and Apache do, and what RFC 9112 section 9.6 recommends; Gunicorn
+    has no option for it, hence this function. Bounded in time and bytes.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)  # the answer is sent; the client sees our FIN
+        end = time.monotonic() + seconds
+        got = 0
+        while got < limit:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            sock.settimeout(left)
+            data = sock.recv(64 * 1024)
+            if not data:
+                return
+            got += len(data)
+    except OSError:  # reset, timeout: the client is gone or still sending; close anyway
+        return
 
 
 def classify(exc: BaseException) -> tuple[int, str, str]:
@@ -465,6 +498,8 @@ def _gevent_worker_class() -> type:
             except BaseException as e:  # parse errors, and a WorkerAborted outside the app
                 self.handle_error(req, client, addr, e)
             finally:
+                if req is not None and getattr(req, "dlqr_linger", False):
+                    lingering_close(client)
                 util.close(client)
                 if self.balancer is not None:
                     self.balancer.closed()

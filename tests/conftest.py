@@ -38,11 +38,14 @@ def real_data_dir() -> Path:
 # `make test` runs the fast lane (unit tests and in-process app tests); `make test-all` runs it
 # first, then every slow lane in this order. A test's lane follows from where its file lives, so
 # nobody has to remember a marker: everything outside a slow lane's paths is fast. Paths are
-# relative to tests/; a path ending in "/" is a whole directory.
+# relative to tests/; a path ending in "/" is a whole directory, and a file named
+# `test_*_gunicorn.py` anywhere is in the gunicorn lane (it starts a real server).
 SLOW_LANES: dict[str, tuple[str, ...]] = {
     "gunicorn": (
         "serving/test_gunicorn.py",
+        "serving/test_batching_gunicorn.py",
         "serving/test_hot_swap.py",
+        "serving/test_lifecycle_gunicorn.py",
         "serving/v2/test_conformance.py",
         "serving/v2/test_client.py",
         "docs/test_samples_gunicorn.py",
@@ -65,6 +68,8 @@ LANE_ORDER = ("fast", *SLOW_LANES)
 def lane_of(relpath: str) -> str:
     """The lane of a test file, from its path relative to tests/ ("fast" unless a slow lane claims it)."""
     relpath = relpath.replace("\\", "/")
+    if relpath.rsplit("/", 1)[-1].startswith("test_") and relpath.endswith("_gunicorn.py"):
+        return "gunicorn"
     for lane, paths in SLOW_LANES.items():
         if any(relpath == p or (p.endswith("/") and relpath.startswith(p)) for p in paths):
             return lane
@@ -81,3 +86,32 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         order[item.nodeid] = LANE_ORDER.index(lane)
     items.sort(key=lambda it: order[it.nodeid])  # stable: file order kept within a lane
+
+
+# --- The committed artifacts are read-only to tests ---------------------------------------------
+# A test that trains, promotes or pins without its own --out/--repository would write into the
+# repository's artifacts/ (a routing file, a history line, a new version). Fail the run if any did.
+
+
+def artifacts_snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its size and modification time (ns)."""
+    return {
+        p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def pytest_sessionstart(session):
+    session.config._dlqr_artifacts = artifacts_snapshot(REPO_ROOT / "artifacts")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_dlqr_artifacts", None)
+    if before is None:
+        return
+    after = artifacts_snapshot(REPO_ROOT / "artifacts")
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        print(f"\nerror: the test run changed the committed artifacts/: {', '.join(changed[:10])}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

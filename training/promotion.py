@@ -37,7 +37,11 @@ def default_data_dir() -> Path | None:
     return data_default()
 
 
-def pin_current(out: Path, models: list[str]) -> None:
+#: The history reason of the routing file ``train`` writes before training.
+PIN_REASON = "training: keep serving this version until a new one is promoted"
+
+
+def pin_current(out: Path, models: list[str], reason: str = PIN_REASON) -> None:
     """Give each model directory that serves a version without a routing file a routing naming it."""
     for name in models:
         mdir = Path(out) / name
@@ -53,7 +57,7 @@ def pin_current(out: Path, models: list[str]) -> None:
             after = R.Routing(stable=cands[0].version)
             R.write(mdir, after)
             R.append_history(mdir, R.history_entry(
-                "adopt", None, after, "training: keep serving this version until a new one is promoted"))  # fmt: skip
+                "adopt", None, after, reason))  # fmt: skip
         print(f"== {name}: no routing file; {cands[0].version} (served now) is pinned as stable, so the new "
               "bundle waits for a promote", flush=True)  # fmt: skip
 

@@ -129,3 +129,47 @@ def test_the_batch_never_exceeds_max_rows(delay_us):
     jobs = [gevent.spawn(client, np.ones((3, 1))) for _ in range(10)]
     gevent.joinall(jobs, raise_error=True)
     assert max(calls) <= 8 and sum(calls) == 30
+
+
+def test_a_request_killed_while_queued_leaves_and_the_next_one_still_runs():
+    ran: list[float] = []
+
+    def slow(x):
+        ran.append(float(x[0, 0]))
+        gevent.sleep(0.02)  # a run that yields: others queue behind it
+        return x
+
+    b = Batcher(slow, max_batch_size=1_000, max_queue_delay_us=0)
+    first = gevent.spawn(b.submit, np.full((1, 1), 1.0))
+    gevent.sleep(0)  # the first one is running
+    killed = gevent.spawn(b.submit, np.full((1, 1), 2.0))
+    behind = gevent.spawn(b.submit, np.full((1, 1), 3.0))
+    gevent.sleep(0)  # both queued
+    killed.kill()  # e.g. a worker timeout in that greenlet
+    gevent.joinall([first, behind], timeout=5)
+    assert first.successful() and behind.successful() and behind.value.tolist() == [[3.0]]
+    assert ran == [1.0, 3.0] and not b._queue and not b._running
+
+
+def test_a_request_already_past_its_deadline_when_the_batch_is_taken_does_not_run():
+    """Its own timer may fire later than the leader's take: the take checks the deadline too."""
+    now = [100.0]
+    ran: list[float] = []
+
+    def run(x):
+        ran.extend(x[:, 0].tolist())
+        return x
+
+    b = Batcher(run, max_batch_size=64, max_queue_delay_us=100_000, others_in_flight=lambda: 2,
+                clock=lambda: now[0])  # fmt: skip
+    leader = gevent.spawn(b.submit, np.full((1, 1), 1.0))
+    late = gevent.spawn(b.submit, np.full((1, 1), 2.0), now[0] + 1.0)  # 1 s of the fake clock
+
+    def jump():
+        now[0] += 10.0  # the deadline passes (by the batcher's clock) while it is queued
+
+    gevent.spawn(jump)
+    t0 = time.monotonic()
+    gevent.joinall([leader, late], timeout=5)
+    assert leader.successful() and isinstance(late.exception, QueueDeadline)
+    assert ran == [1.0] and time.monotonic() - t0 < 0.5

@@ -127,16 +127,16 @@ def test_connection_split_counts_each_listening_process_connections():
 
 
 def test_batch_stats_mean_rows_between_scrapes():
-    before = 'model_batch_rows_sum{model="digit"} 100.0\nmodel_batch_rows_count{model="digit"} 20.0\n'
-    before += (
-        'model_batch_requests_sum{model="digit"} 100.0\nmodel_batch_requests_count{model="digit"} 20.0\n'
+    before = (
+        'dlqr_model_batch_rows_sum{model="digit"} 100.0\ndlqr_model_batch_rows_count{model="digit"} 20.0\n'
     )
-    after = 'model_batch_rows_sum{model="digit"} 1100.0\nmodel_batch_rows_count{model="digit"} 120.0\n'
-    after += (
-        'model_batch_requests_sum{model="digit"} 900.0\nmodel_batch_requests_count{model="digit"} 120.0\n'
+    before += 'dlqr_model_batch_requests_sum{model="digit"} 100.0\ndlqr_model_batch_requests_count{model="digit"} 20.0\n'
+    after = (
+        'dlqr_model_batch_rows_sum{model="digit"} 1100.0\ndlqr_model_batch_rows_count{model="digit"} 120.0\n'
     )
-    after += 'model_batch_queue_wait_seconds_sum{model="digit"} 0.2\n'
-    after += 'model_batch_queue_wait_seconds_count{model="digit"} 100.0\n'
+    after += 'dlqr_model_batch_requests_sum{model="digit"} 900.0\ndlqr_model_batch_requests_count{model="digit"} 120.0\n'
+    after += 'dlqr_model_batch_queue_wait_seconds_sum{model="digit"} 0.2\n'
+    after += 'dlqr_model_batch_queue_wait_seconds_count{model="digit"} 100.0\n'
     st = bench.batch_stats(before, after, "digit")
     assert st["mean_rows"] == 10.0 and st["mean_requests"] == 8.0 and st["runs"] == 100.0
     assert abs(st["mean_queue_wait_ms"] - 2.0) < 1e-9
@@ -159,3 +159,16 @@ def test_peer_goals_and_balance_lines():
     assert "digit single c=8: p99 service 4.00 ms vs FastAPI 6.00 ms (goal: no worse: met)" in text
     assert "- service c=8: slowest/fastest 80% (goal >= 85%: NOT met)" in text
     assert "split 4/4" in text and "split 8/0" in text
+
+
+def test_shadow_outcomes_and_the_shadow_cost_line():
+    line = 'dlqr_shadow_requests_total{against="1",model="digit",outcome="%s",version="2"} %s\n'
+    before = line % ("scored", "10.0")
+    after = line % ("scored", "110.0") + line % ("skipped_busy", "3.0")
+    assert bench.shadow_outcomes(before, after) == {"scored": 100.0, "skipped_busy": 3.0}
+    run = {"p50_ms": 1.0, "p99_ms": 2.0, "rps": 1000.0}
+    results = {"shadow_c8": {"model": "digit", "stable": "1", "shadow": "2", "service": run,
+                             "shadowed": {**run, "p50_ms": 1.2}, "outcomes": {"scored": 100.0}}}  # fmt: skip
+    text = "\n".join(bench.shadow_lines(results))
+    assert "p50 1.20 ms vs 1.00 ms without (+20.0%, goal <= 10%: NOT met)" in text and "scored 100" in text
+    assert bench.shadow_lines({}) == []

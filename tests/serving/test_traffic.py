@@ -63,3 +63,12 @@ def test_disagreement_per_task():
         "regression", [[0.0], [1.0]], [[0.5], [1.0]], {"target_scaler": {"scale": [2.0]}}
     )
     assert reg["abs_diff"].tolist() == pytest.approx([1.0, 0.0])
+
+
+def test_regression_disagreement_undoes_each_versions_own_target_scaler():
+    prep = {
+        "target_scaler": {"mean": 10.0, "scale": 2.0},
+        "shadow_target_scaler": {"mean": 11.0, "scale": 1.0},
+    }
+    # answer 10 + 2*0.5 = 11.0; shadow 11 + 1*0.5 = 11.5
+    assert traffic.disagreement("regression", [[0.5]], [[0.5]], prep)["abs_diff"].tolist() == [0.5]

@@ -189,3 +189,54 @@ def test_arbiter_stop_refuses_new_handshakes_only_where_it_owns_the_listeners(ow
         workers.refuse_new_connections_on_stop(arbiter)
         arbiter.stop(False)
         assert arbiter.stopped == [(False, completes)]
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return client, server
+
+
+def test_lingering_close_lets_a_client_still_sending_read_its_answer():
+    """The server answers before reading a large body, then closes: the client gets the answer
+    and an orderly end, not a reset (what a bare close with unread data causes)."""
+    import threading
+
+    client, server = _tcp_pair()
+    got: list = []
+
+    def send_then_read():
+        try:
+            client.sendall(b"x" * 4_000_000)  # more than the socket buffers hold
+            data = b""
+            while chunk := client.recv(65536):
+                data += chunk
+            got.append(data)
+        except OSError as exc:
+            got.append(exc)
+        finally:
+            client.close()
+
+    t = threading.Thread(target=send_then_read)
+    t.start()
+    server.sendall(b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    workers.lingering_close(server, seconds=10, limit=8_000_000)
+    server.close()
+    t.join(10)
+    assert got == [b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"]
+
+
+def test_lingering_close_is_bounded_in_time():
+    import time
+
+    client, server = _tcp_pair()
+    try:
+        t0 = time.monotonic()
+        workers.lingering_close(server, seconds=0.2)  # the client neither sends nor closes
+        assert 0.15 < time.monotonic() - t0 < 2
+    finally:
+        server.close()
+        client.close()

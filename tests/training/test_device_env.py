@@ -57,7 +57,20 @@ def test_train_sets_the_environment_before_the_run(monkeypatch, tmp_path):
     assert (
         os.environ["TF_DETERMINISTIC_OPS"] == "1" and os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     )
-    assert main(["train", "wine", "--no-deterministic", "--data-dir", str(tmp_path / "none")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "wine",
+                "--no-deterministic",
+                "--data-dir",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert os.environ["TF_DETERMINISTIC_OPS"] == "0"
 
 
