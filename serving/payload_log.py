@@ -39,6 +39,7 @@ import os
 import queue
 import random
 import socket
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -105,6 +106,18 @@ def file_stem(hostname: str | None = None, pid: int | None = None) -> str:
     return f"{FILE_PREFIX}{host}-{pid if pid is not None else os.getpid()}"
 
 
+def native_queue(maxsize: int) -> queue.Queue:
+    """A queue a real thread can block on.
+
+    The gevent worker patches ``queue`` but not ``threading`` (serving/workers.py): the
+    writer is a real OS thread, and a gevent queue would raise ``LoopExit`` in it.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("queue") and not monkey.is_module_patched("threading"):
+        return monkey.get_original("queue", "Queue")(maxsize)
+    return queue.Queue(maxsize)
+
+
 class _Handler(logging.handlers.RotatingFileHandler):
     """RotatingFileHandler that counts a failed write instead of printing a traceback."""
 
@@ -149,7 +162,7 @@ class PayloadLog:
             self.path, maxBytes=max_bytes, backupCount=max_files - 1, encoding="utf-8", delay=True,
             on_error=self._write_failed,
         )  # fmt: skip
-        self._queue: queue.Queue[str | None] = queue.Queue(queue_size)
+        self._queue: queue.Queue[str | None] = native_queue(queue_size)
         self._thread: threading.Thread | None = None
         if start:
             self.start()
