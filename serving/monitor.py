@@ -83,6 +83,9 @@ class Window:
     prediction_counts: np.ndarray | None = None
     values: list[np.ndarray] = field(default_factory=list)
     predictions: list[np.ndarray] = field(default_factory=list)
+    #: Rows and outputs not yet binned (binned in bulk: NumPy's per-call cost dominates one row).
+    raw: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    raw_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,12 +108,12 @@ def window_statistics(profile: Profile, w: Window) -> tuple[dict[str, float], di
     values = np.concatenate(w.values) if w.values else np.zeros((0, len(ref.features)))
     for i, f in enumerate(ref.features):
         psi[f.name] = drift.psi(f.counts, w.feature_counts[i, : f.n_bins])
-        if f.percentiles is not None:
-            ks[f.name] = drift.ks_statistic(f.percentiles, values[:, i])
+        if f.ks is not None:
+            ks[f.name] = drift.ks_statistic(f.ks, values[:, i])
     p = ref.prediction
     psi[drift.PREDICTION] = drift.psi(p.counts, w.prediction_counts[: p.n_bins])
-    if p.percentiles is not None:
-        ks[drift.PREDICTION] = drift.ks_statistic(p.percentiles, np.concatenate(w.predictions))
+    if p.ks is not None:
+        ks[drift.PREDICTION] = drift.ks_statistic(p.ks, np.concatenate(w.predictions))
     return psi, ks
 
 
@@ -188,41 +191,61 @@ class DriftMonitor:
                 self._declare(model, version, prof)
         return self._profiles[key]
 
+    #: Rows gathered before they are binned together.
+    bin_batch = 256
+
     def __call__(self, obs: Any) -> None:
         """Add one answered prediction to its model version's window."""
         prof = self.profile(obs.model, obs.version)
         if prof is None:
             return
-        outputs = np.asarray(obs.outputs, dtype=np.float64)
-        ok = np.isfinite(outputs).all(axis=1)
-        rows = np.asarray(obs.rows, dtype=np.float64)[ok]
-        if not len(rows):
-            return
-        values = drift.profile_rows(prof.card, rows, prof.features)
-        preds = drift.prediction_values(prof.reference.task, outputs[ok], prof.prep)
-        fbins = prof.feature_bins(values)
-        pbins = prof.reference.prediction.bins(preds)
         key = (obs.model, obs.version)
         with self._lock:
             w = self.windows.get(key)
             if w is None:
-                w = self.windows[key] = Window(self.clock(), 0, 0, np.zeros_like(fbins), np.zeros_like(pbins))
+                ref = prof.reference
+                w = self.windows[key] = Window(self.clock(), 0, 0, np.zeros((len(ref.features), _MAX_DECILE_BINS),
+                                               np.int64), np.zeros(ref.prediction.n_bins, np.int64))  # fmt: skip
             w.requests += 1
-            w.rows += len(rows)
-            w.feature_counts += fbins
-            w.prediction_counts += pbins
-            w.values.append(values)
-            w.predictions.append(preds)
-            f0, p0, n0 = self._pending.get(key, (0, 0, 0))
-            self._pending[key] = (fbins + f0, pbins + p0, n0 + len(rows))
+            w.raw.append((obs.rows, obs.outputs))
+            w.raw_rows += len(obs.rows)
+            if w.raw_rows >= self.bin_batch:
+                self._absorb(key, w, prof)
             if w.requests >= self.window_requests or self._old_enough(w):
                 self._close(key, prof)
 
+    def _absorb(self, key: tuple[str, str], w: Window, prof: Profile) -> None:
+        """Bin the window's gathered rows (finite outputs only) into its counts and the pending counters."""
+        if not w.raw:
+            return
+        rows = np.concatenate([np.asarray(r, dtype=np.float64) for r, _ in w.raw])
+        outputs = np.concatenate([np.asarray(o, dtype=np.float64) for _, o in w.raw])
+        w.raw, w.raw_rows = [], 0
+        ok = np.isfinite(outputs).all(axis=1)
+        if not ok.all():
+            rows, outputs = rows[ok], outputs[ok]
+        if not len(rows):
+            return
+        values = drift.profile_rows(prof.card, rows, prof.features)
+        preds = drift.prediction_values(prof.reference.task, outputs, prof.prep)
+        fbins = prof.feature_bins(values)
+        pbins = prof.reference.prediction.bins(preds)
+        w.rows += len(rows)
+        w.feature_counts += fbins
+        w.prediction_counts += pbins
+        w.values.append(values)
+        w.predictions.append(preds)
+        f0, p0, n0 = self._pending.get(key, (0, 0, 0))
+        self._pending[key] = (fbins + f0, pbins + p0, n0 + len(rows))
+
     def _old_enough(self, w: Window) -> bool:
-        return self.clock() - w.started >= self.window_seconds and w.rows >= self.min_rows
+        return self.clock() - w.started >= self.window_seconds and w.rows + w.raw_rows >= self.min_rows
 
     def _close(self, key: tuple[str, str], prof: Profile) -> None:
         w = self.windows.pop(key)
+        self._absorb(key, w, prof)
+        if not w.rows:
+            return
         psi, ks = window_statistics(prof, w)
         res = WindowResult(key[0], key[1], w.requests, w.rows, self.clock() - w.started, psi, ks)
         self.last[key] = res
@@ -246,6 +269,8 @@ class DriftMonitor:
             for key, w in list(self.windows.items()):
                 if self._old_enough(w):
                     self._close(key, self._profiles[key])
+                else:
+                    self._absorb(key, w, self._profiles[key])
             for key in list(self._pending):
                 self._flush_key(key)
 
