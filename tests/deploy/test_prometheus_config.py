@@ -25,6 +25,8 @@ SERVICE_METRICS = {
     # serving/monitor.py (tests/serving/test_monitor.py checks them in /metrics)
     "dlqr_drift_psi",
     "dlqr_drift_rows_total",
+    "dlqr_drift_bin_total",
+    "dlqr_drift_reference_share",
 }
 
 
@@ -100,6 +102,9 @@ def test_rules_only_use_metrics_the_service_exports():
         "max",
         "increase",
         "version",
+        "bin",
+        "clamp_min",
+        "ln",
     }
     names = {w for w in re.findall(r"[a-z_][a-z0-9_]*", re.sub(r'"[^"]*"', "", exprs))} - promql_words
     names -= {"m", "h"}  # durations like [5m], [1h]

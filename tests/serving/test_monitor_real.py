@@ -113,5 +113,10 @@ def test_injected_shift_is_found_within_one_window(monitored, name, how, expect)
     got = windows_of(mon, name, before)
     assert len(got) == 1
     alarmed = {f for f, v in got[0].psi.items() if v > ALERT_PSI}
-    print(f"{name} {how}: PSI " + ", ".join(f"{f} {got[0].psi[f]:.2f}" for f in sorted(alarmed)[:6]))
+    top = sorted(got[0].psi, key=lambda f: -got[0].psi[f])[:3]
+    print(
+        f"{name} {how}: {len(alarmed)} of {len(got[0].psi)} PSI above {ALERT_PSI}; highest "
+        + ", ".join(f"{f} {got[0].psi[f]:.2f}" for f in top)
+        + f"; prediction {got[0].psi['prediction']:.2f}"
+    )
     assert expect <= alarmed
