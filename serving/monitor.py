@@ -193,6 +193,8 @@ class DriftMonitor:
 
     #: Rows gathered before they are binned together.
     bin_batch = 256
+    #: Rows of a window kept for its KS statistic (bounds memory: requests may carry many rows).
+    ks_rows = 20_000
 
     def __call__(self, obs: Any) -> None:
         """Add one answered prediction to its model version's window."""
@@ -233,8 +235,10 @@ class DriftMonitor:
         w.rows += len(rows)
         w.feature_counts += fbins
         w.prediction_counts += pbins
-        w.values.append(values)
-        w.predictions.append(preds)
+        kept = sum(len(v) for v in w.values)
+        if kept < self.ks_rows:  # bins count every row; KS uses the window's first ks_rows rows
+            w.values.append(values[: self.ks_rows - kept])
+            w.predictions.append(preds[: self.ks_rows - kept])
         f0, p0, n0 = self._pending.get(key, (0, 0, 0))
         self._pending[key] = (fbins + f0, pbins + p0, n0 + len(rows))
 

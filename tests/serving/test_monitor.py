@@ -121,3 +121,16 @@ def test_monitor_can_be_turned_off():
     app = create_app({"ARTIFACTS_DIR": ARTIFACTS, "MODEL_LOADING": "sync", "MODELS": ["wine"],
                       "MONITOR_ENABLED": False})  # fmt: skip
     assert "dlqr_monitor" not in app.extensions and not app.extensions["dlqr"].plane.hub.observers
+
+
+def test_a_window_keeps_a_bounded_sample_for_ks_but_bins_every_row(wine_app):
+    model = loaded_wine(wine_app)
+    prof = M.load_profile(model)
+    mon = M.DriftMonitor(lambda m, v: prof, window_requests=3, min_rows=1)
+    mon.ks_rows = 250
+    for s in range(3):
+        mon(observation(model, reference_rows(prof, 200, s)))
+        w = mon.windows.get(("wine", model.version))
+        assert w is None or sum(len(v) for v in w.values) <= 250
+    res = mon.last[("wine", model.version)]
+    assert res.rows == 600 and np.isfinite(res.ks["ph"])
