@@ -82,6 +82,11 @@ class ModelCard:
     #: test metric, in the metric's own units, when both are scored on the same held-out rows
     #: (:mod:`serving.gate`). A metric not listed here has no tolerance (0).
     promotion_tolerance: Mapping[str, float] = field(default_factory=dict)
+    #: Drift profile (:mod:`dlqr.drift`): rows -> per-row summaries, profiled instead of the
+    #: raw features where those mean nothing one by one (pixels). None: the features themselves.
+    profile: Callable[[np.ndarray], np.ndarray] | None = None
+    #: Names of the columns ``profile`` returns.
+    profile_features: tuple[str, ...] = ()
 
     @property
     def input_dim(self) -> int:

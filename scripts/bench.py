@@ -72,10 +72,11 @@ SERVERS = {
     "naive": "bench_ref:naive_app()",
     # the same service with adaptive batching off, for the "batching never hurts" check
     "unbatched": "serving.wsgi:app",
+    "unmonitored": "serving.wsgi:app",
     # the same service with a shadow version scoring every request, for the shadow-cost check
     "shadowed": "serving.wsgi:app",
 }
-SERVICE_KINDS = ("service", "unbatched", "shadowed")
+SERVICE_KINDS = ("service", "unbatched", "shadowed", "unmonitored")
 #: Goals against the FastAPI reference (digit, single instances) and for balance, tail, batching.
 GOAL_FASTAPI_RATIO = {1: 1.0, 8: 1.5, 32: 1.5}
 GOAL_BALANCE = 0.85  # slowest / fastest of the balance runs
@@ -83,6 +84,8 @@ GOAL_TAIL = 3.0  # p99 / p50 at c=8
 GOAL_BATCHING_C1 = 0.05  # c=1 latency, batching on vs off
 GOAL_MEAN_BATCH_ROWS = 4.0  # at c=32
 GOAL_SHADOW_P50 = 0.10  # c=8 p50 with a shadow at 100 % vs none
+#: The drift monitor may add at most this much worker CPU per request.
+GOAL_MONITOR_CPU = 0.05
 #: Goals (digit, concurrency 8): service / floor for single instances and for 256-row batches,
 #: against naive, p99; per worker RSS at ready, start to ready, serving install size.
 GOAL_FLOOR_FRACTION = 0.80
@@ -317,6 +320,8 @@ class Server:
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # let the config create and clean its own
         if kind == "unbatched":
             self.env["DLQR_MAX_BATCH_SIZE"] = "1"  # adaptive batching off, all else the same
+        if kind == "unmonitored":
+            self.env["DLQR_MONITOR_ENABLED"] = "false"  # drift monitor off, all else the same
 
     def command(self) -> list[str]:
         """The server's command line: the service exactly as `make serve` starts it."""
@@ -509,6 +514,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-shadow-check", action="store_true", help="skip the shadow-cost comparison at c=8")
     ap.add_argument(
+        "--no-monitor-check", action="store_true", help="skip the drift monitor on/off comparison at c=8"
+    )
+    ap.add_argument(
+        "--monitor-only",
+        action="store_true",
+        help="only the drift monitor on/off comparison (every model, single rows, c=8), nothing else",
+    )
+    ap.add_argument(
         "--shadow-model", default="digit", help="model of the shadow-cost comparison (default digit)"
     )
     ap.add_argument(
@@ -534,7 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     shadow_setup = None
     if "service" in servers and not args.no_shadow_check:
         servers.append("shadowed")  # measured only in the shadow-cost comparison
-    table_servers = [s for s in servers if s not in ("unbatched", "shadowed")]
+    if "service" in servers and not args.no_monitor_check:
+        servers.append("unmonitored")  # measured only in the monitor on/off comparison
+    if args.monitor_only:
+        servers = ["service", "unmonitored"]
+    table_servers = [s for s in servers if s not in ("unbatched", "shadowed", "unmonitored")]
     workers = int(os.environ.get("DLQR_WORKERS") or 2)
     for name in MODELS:
         if repository.latest_dir(args.artifacts / name) is None:
@@ -589,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  ready in {ready:.1f}s; worker RSS {info['rss_mib']} MiB")
         cells = [(name, "single", c, 1) for name in models for c in CONCURRENCY]
         cells += [(name, f"batch{n}", BATCH_CONCURRENCY, n) for name in models for n in BATCHES]
+        if args.monitor_only:
+            cells, balance_runs = [], 0
         for kind in running:
             for name in models:
                 measure(kind, name, "single", 8, args.warmup)
@@ -648,6 +667,14 @@ def main(argv: list[str] | None = None) -> int:
                 "model": name, "stable": shadow_setup["stable"], "shadow": shadow_setup["shadow"],
                 **{k: median_run(v) for k, v in reps.items()}, "outcomes": outcomes,
             }  # fmt: skip
+        # Drift monitor on vs off at c=8, every model: the two services alternate, median of the rounds.
+        if "service" in running and "unmonitored" in running:
+            for name in MODELS:
+                reps = {"service": [], "unmonitored": []}
+                for rnd in range(max(rounds, 3)):
+                    for kind in ("service", "unmonitored") if rnd % 2 == 0 else ("unmonitored", "service"):
+                        reps[kind].append(measure(kind, name, "single", 8, duration))
+                results.setdefault("monitor_c8", {})[name] = {k: median_run(v) for k, v in reps.items()}
         for kind, srv in running.items():
             results["servers"][kind]["rss_after_mib"] = srv.rss()
     finally:
@@ -709,6 +736,26 @@ def shadow_lines(results: dict) -> list[str]:
         f"{GOAL_SHADOW_P50:.0%}: {_verdict(cost <= GOAL_SHADOW_P50)}); p99 {shadowed['p99_ms']:.2f} vs "
         f"{base['p99_ms']:.2f} ms; {shadowed['rps']:,.0f} vs {base['rps']:,.0f} req/s; shadow requests: {done}",
     ]
+
+
+def monitor_lines(results: dict) -> list[str]:
+    """Drift monitor cost: worker CPU per request (and req/s) at c=8 with the monitor on vs off."""
+    mon = results.get("monitor_c8")
+    if not mon:
+        return []
+    out = ["", f"Drift monitor cost (single rows, c=8; goal: at most {GOAL_MONITOR_CPU:.0%} more worker CPU "
+           "per request):"]  # fmt: skip
+    for name, r in mon.items():
+        on, off = r["service"], r["unmonitored"]
+        if "worker_cpu_ms" in on and "worker_cpu_ms" in off:
+            cost = on["worker_cpu_ms"] / off["worker_cpu_ms"] - 1
+            cpu = (f"worker CPU {on['worker_cpu_ms']:.3f} vs {off['worker_cpu_ms']:.3f} ms/request "
+                   f"({cost:+.1%}: {_verdict(cost <= GOAL_MONITOR_CPU)})")  # fmt: skip
+        else:
+            cpu = "worker CPU not measured"
+        out.append(f"- {name}: {cpu}; {on['rps']:,.0f} vs {off['rps']:,.0f} req/s; "
+                   f"p50 {on['p50_ms']:.2f} vs {off['p50_ms']:.2f} ms")  # fmt: skip
+    return out
 
 
 def dir_mb(path: Path) -> float:
@@ -868,6 +915,7 @@ def render(results: dict, models, servers) -> str:
         lines += ["", "Goals:", *(f"- {g}" for g in goals)]
     lines += balance_lines(results)
     lines += shadow_lines(results)
+    lines += monitor_lines(results)
     return "\n".join(lines)
 
 

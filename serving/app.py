@@ -113,6 +113,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         access_log=logs.AccessLog(),
         plane=DataPlane(registry, met),
     )
+    from serving import monitor, payload_log
+
+    plane = app.extensions["dlqr"].plane
+    monitor.init_app(app, settings, met, registry, plane)  # observers of the data plane
+    payload_log.init_app(app, settings, met, {c.name: c for c in served}, plane)
     the_guard = guard.init_app(app, settings, met.registry)  # must stay inside api's observability wrapper
     # Adaptive batching under gevent: concurrent requests of this worker join one model run.
     app.extensions["dlqr"].plane.runner = BatchingRunner(

@@ -107,6 +107,24 @@ class Settings(BaseSettings):
     max_queue_delay_microseconds: int = _int(
         2000, 0, 10_000_000, "us a queued request waits for batch-mates (only while others are queued)"
     )
+    # --- traffic feedback (serving/monitor.py, serving/payload_log.py; docs/monitoring.md) ---
+    #: Drift monitor against each bundle's reference.json (a background observer).
+    monitor_enabled: bool = True
+    monitor_window_requests: int = _int(1000, 1, 10_000_000, "requests per drift window")
+    monitor_window_seconds: float = Field(
+        300.0, ge=1, le=86_400, description="s after which a drift window closes (once it has min rows)"
+    )
+    monitor_min_rows: int = _int(500, 1, 10_000_000, "rows a drift window needs before it may close on time")
+    #: Payload log: sampled requests as rotated JSONL files (off by default).
+    payload_log_enabled: bool = False
+    #: Directory of the payload log files (a writable volume or tmpfs; required when enabled).
+    payload_log_dir: str = ""
+    payload_log_sample: float = Field(1.0, ge=0, le=1, description="share of requests logged")
+    payload_log_max_bytes: int = _int(64 * 1024 * 1024, 1024, 1 << 40, "bytes per payload log file")
+    payload_log_max_files: int = _int(10, 1, 10_000, "payload log files kept per process")
+    payload_log_queue: int = _int(10_000, 1, 10_000_000, "payload lines waiting to be written")
+    #: Per card field: "hash" or "drop", e.g. "wine:ph=hash,digit:pixels=drop" (or "*:field=...").
+    payload_log_redact: str = ""
 
     @field_validator("*", mode="before")
     @classmethod
@@ -120,7 +138,9 @@ class Settings(BaseSettings):
     @field_validator("max_batch", "max_body_bytes", "max_image_pixels", "workers", "threads", "timeout",
                      "graceful_timeout", "keepalive", "ort_threads", "worker_connections", "read_timeout",
                      "request_timeout", "max_inflight", "max_request_pixels", "max_batch_size",
-                     "max_queue_delay_microseconds", mode="before")  # fmt: skip
+                     "max_queue_delay_microseconds", "monitor_window_requests", "monitor_min_rows",
+                     "payload_log_max_bytes", "payload_log_max_files", "payload_log_queue",
+                     mode="before")  # fmt: skip
     @classmethod
     def _underscored_int(cls, value: Any) -> Any:
         # "1_048_576" reads as in Python; anything else that is not an integer is refused below.

@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {train,evaluate,fetch,gpu-check,add-onnx}``."""
+"""Command line: ``python -m training {train,evaluate,fetch,gpu-check,add-onnx,add-reference}``."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate and export the models; fetch their datasets; check a GPU.",
     )
     sub = ap.add_subparsers(
-        dest="command", required=True, metavar="{train,evaluate,fetch,gpu-check,add-onnx}"
+        dest="command", required=True, metavar="{train,evaluate,fetch,gpu-check,add-onnx,add-reference}"
     )
 
     tr = sub.add_parser(
@@ -155,6 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--golden-only", action="store_true", help="check on the golden pairs only (no dataset needed)"
     )
     _add_verbose(ao)
+
+    ar = sub.add_parser(
+        "add-reference",
+        help="add the drift reference profile (reference.json) to existing bundles, re-sealing atomically",
+        description="Profile each bundle's training rows (every row of the dataset neither in the "
+        "recorded test nor validation ids) and the outputs of its model.onnx on them, write "
+        "reference.json and re-seal the manifest. Every other file keeps its bytes.",
+    )
+    ar.add_argument(
+        "bundles", type=Path, nargs="+", help="bundle directories, e.g. artifacts/wine/2026.11.27.002728"
+    )
+    ar.add_argument("--data-dir", type=Path)
+    ar.add_argument("--cache-dir", type=Path)
     return ap
 
 
@@ -385,6 +398,37 @@ def cmd_add_onnx(args) -> int:
     return 0
 
 
+def cmd_add_reference(args) -> int:
+    from dlqr import bundle as B
+    from training import export as X
+    from training import recipes
+    from training import train as T
+
+    for bundle_dir in args.bundles:
+        b = B.load_bundle(bundle_dir)
+        if not b.has_onnx:  # before minutes of data loading
+            raise B.BundleError("no model.onnx (add it first: python -m training add-onnx)", bundle_dir)
+        split = B.read_json(Path(bundle_dir) / B.TEST_SPLIT)
+        if "val_ids" not in split or "test_ids" not in split:
+            raise B.BundleError(
+                "test_split.json records no test_ids/val_ids to rebuild the training split", bundle_dir
+            )
+        rows = recipes.get(b.name).train_rows(split, T.load_dataset(b.name, args.data_dir, args.cache_dir))
+        expected = (split.get("split") or {}).get("sizes", {}).get("train")
+        if expected is not None and expected != len(rows):
+            raise B.BundleError(
+                f"{len(rows)} training rows rebuilt from the data, but the split recorded {expected}",
+                bundle_dir,
+            )
+        ref = X.add_reference(Path(bundle_dir), rows)
+        print(
+            f"ok  {b.name} {b.version}: reference.json added ({ref['rows']} training rows, "
+            f"{len(ref['features'])} profiled features) -> {bundle_dir}",
+            flush=True,
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from dlqr.bundle import BundleError
@@ -399,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         "fetch": cmd_fetch,
         "gpu-check": cmd_gpu_check,
         "add-onnx": cmd_add_onnx,
+        "add-reference": cmd_add_reference,
     }
     try:
         return handlers[args.command](args)

@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from dlqr import bundle as B
-from dlqr import processing
+from dlqr import drift, processing
 from dlqr.card import get as get_card
 
 
@@ -252,6 +252,7 @@ def export_bundle(
     report_files: dict[str, Path],
     check_x: np.ndarray | None = None,
     skip_onnx: bool = False,
+    reference: dict | None = None,
 ) -> Path:
     """Write every file into a staging dir next to ``dest``, then seal and rename it.
 
@@ -260,6 +261,8 @@ def export_bundle(
     cannot be served: where ONNX export is impossible this raises
     :class:`OnnxExportError` before writing anything, unless ``skip_onnx`` asks for
     such a bundle (sealed without it, with a warning naming ``add-onnx``).
+    ``reference`` is the drift reference profile (:func:`dlqr.drift.build_reference`),
+    written as ``reference.json`` and hashed by the manifest like every file.
     """
     if not skip_onnx:
         require_onnx_export()
@@ -284,6 +287,8 @@ def export_bundle(
         B.dump_json(preprocessing, staging / B.PREPROCESSING)
         B.dump_json(metrics, staging / B.METRICS)
         B.dump_json(test_split, staging / B.TEST_SPLIT)
+        if reference is not None:
+            B.dump_json(reference, staging / drift.REFERENCE_FILE)
         (staging / "report").mkdir()
         for rel, src in report_files.items():
             shutil.copyfile(src, staging / "report" / rel)
@@ -344,3 +349,50 @@ def add_onnx(bundle_dir: Path, check_x: np.ndarray | None = None) -> dict[str, A
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest["onnx"]
+
+
+def add_reference(bundle_dir: Path, train_rows: np.ndarray) -> dict[str, Any]:
+    """Add (or replace) ``reference.json`` in an existing bundle, re-sealing its manifest atomically.
+
+    ``train_rows`` are the bundle's training rows in API units. The model's outputs on
+    them come from the bundle's own ``model.onnx`` through ONNX Runtime (no Keras needed);
+    like :func:`add_onnx`, the whole bundle is written anew into a staging directory and
+    swapped in, so a failure leaves the old bundle untouched. Every other file keeps its bytes.
+    """
+    import json
+
+    import onnxruntime as ort
+
+    bundle_dir = Path(bundle_dir)
+    b = B.load_bundle(bundle_dir)
+    if not b.has_onnx:
+        raise B.BundleError(
+            "the bundle has no model.onnx (add it first: python -m training add-onnx)", bundle_dir
+        )
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(b.onnx_path), sess_options=so, providers=["CPUExecutionProvider"])
+    x = processing.model_input(train_rows, b.preprocessing)
+    inp = sess.get_inputs()[0].name
+    out = np.concatenate(
+        [np.asarray(sess.run(None, {inp: x[i : i + 4096]})[0], np.float64) for i in range(0, len(x), 4096)]
+    )
+    source = {
+        "split": "train",
+        "rows": int(len(train_rows)),
+        "added": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    reference = drift.build_reference(get_card(b.name), train_rows, out, b.preprocessing, source)
+    staging = B.staging_dir(bundle_dir)
+    try:
+        shutil.rmtree(staging)
+        shutil.copytree(bundle_dir, staging)
+        (staging / B.MANIFEST).unlink()
+        B.dump_json(reference, staging / drift.REFERENCE_FILE)
+        sealed = json.loads((bundle_dir / B.MANIFEST).read_text(encoding="utf-8"))
+        manifest = {k: v for k, v in sealed.items() if k not in ("files", "bundle_format")}
+        B.write_bundle(staging, bundle_dir, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return reference

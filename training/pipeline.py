@@ -116,6 +116,14 @@ def _golden_rows(p: T.Prepared, k: int = 4) -> np.ndarray:
     return p.raw["test"][idx]
 
 
+def training_reference(p: T.Prepared, train_outputs: np.ndarray) -> dict[str, Any]:
+    """The drift reference profile (:mod:`dlqr.drift`) of the training split and the model's outputs on it."""
+    from dlqr import drift
+
+    source = {"split": "train", "rows": int(len(p.raw["train"]))}
+    return drift.build_reference(get_card(p.name), p.raw["train"], train_outputs, p.preprocessing, source)
+
+
 def write_report(
     p: T.Prepared, fitres: T.FitResult, metrics: dict, out: dict, run_dir: Path
 ) -> dict[str, Path]:
@@ -419,6 +427,7 @@ def start_model(
                 # ONNX Runtime must reproduce Keras on every test row, not just the goldens.
                 check_x=p.x["test"],
                 skip_onnx=skip_onnx,
+                reference=training_reference(p, out["train"]),
             )
         return {
             "model": name,

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from dlqr.card import ModelCard
+from dlqr.drift import IMAGE_SUMMARIES, image_summaries
 from dlqr.schema import STRICT
 from dlqr.tasks import Multiclass
 
@@ -207,6 +208,12 @@ EXAMPLE_ROWS = (  # fmt: skip
     "00000000000000000000000000000000000000000000000000000000",
 )
 
+
+def _profile(rows: np.ndarray) -> np.ndarray:
+    """(n, 784) pixels -> the per-image summaries of :data:`dlqr.drift.IMAGE_SUMMARIES`."""
+    return image_summaries(rows, (HEIGHT, WIDTH), PIXEL_MAX)
+
+
 CARD = ModelCard(
     name="digit",
     title="Handwritten digit",
@@ -227,4 +234,7 @@ CARD = ModelCard(
     extra={"class_labels": list(CLASS_LABELS), "image_shape": [HEIGHT, WIDTH], "pixel_range": [0, PIXEL_MAX]},
     # 10 of the 10,000 MNIST test digits
     promotion_tolerance={"accuracy": 0.001},
+    # Drift is watched on per-image summaries: one pixel's PSI says nothing about an image.
+    profile=_profile,
+    profile_features=IMAGE_SUMMARIES,
 )

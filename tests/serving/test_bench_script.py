@@ -172,3 +172,13 @@ def test_shadow_outcomes_and_the_shadow_cost_line():
     text = "\n".join(bench.shadow_lines(results))
     assert "p50 1.20 ms vs 1.00 ms without (+20.0%, goal <= 10%: NOT met)" in text and "scored 100" in text
     assert bench.shadow_lines({}) == []
+
+
+def test_the_monitor_cost_lines():
+    off = {"p50_ms": 1.0, "p99_ms": 2.0, "rps": 1000.0, "worker_cpu_ms": 1.0}
+    results = {"monitor_c8": {"wine": {"service": {**off, "worker_cpu_ms": 1.03}, "unmonitored": off},
+                              "seizure": {"service": {**off, "worker_cpu_ms": 1.2}, "unmonitored": off}}}  # fmt: skip
+    text = "\n".join(bench.monitor_lines(results))
+    assert "wine: worker CPU 1.030 vs 1.000 ms/request (+3.0%: met)" in text
+    assert "seizure: worker CPU 1.200 vs 1.000 ms/request (+20.0%: NOT met)" in text
+    assert bench.monitor_lines({}) == []

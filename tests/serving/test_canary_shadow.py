@@ -13,6 +13,7 @@ import pytest
 
 from dlqr import bundle as B
 from dlqr import routing as R
+from serving import shadow
 from tests.serving.bundles import reseal
 from tests.serving.test_versions import seal_as_version
 
@@ -162,7 +163,7 @@ def test_shadow_answers_are_unchanged_and_skipped_when_busy_or_broken(seizure_pa
     client = app.test_client()
     assert [client.post("/predict/seizure", json=i).data for i in instances] == without
     app.extensions["dlqr"].plane.hub.join()
-    scorer = app.extensions["dlqr"].plane.hub.observers[0]
+    scorer = next(o for o in app.extensions["dlqr"].plane.hub.observers if isinstance(o, shadow.ShadowScorer))
     labels = {"model": "seizure", "version": "2", "against": "1"}
     scorer.busy = lambda: True
     client.post("/predict/seizure", json=instances[0])
@@ -183,6 +184,7 @@ def test_shadow_answers_are_unchanged_and_skipped_when_busy_or_broken(seizure_pa
 
 def test_no_shadow_in_the_routing_publishes_no_observation(wine_repo, make_app, golden):
     R.write(wine_repo / "wine", R.Routing(stable="1"))
-    app = make_app(ARTIFACTS_DIR=wine_repo, MODELS=("wine",))
+    # The drift monitor (on by default) is an observer of its own: off here, to see the shadow alone.
+    app = make_app(ARTIFACTS_DIR=wine_repo, MODELS=("wine",), MONITOR_ENABLED=False)
     assert _post(app.test_client(), golden).status_code == 200
     assert app.extensions["dlqr"].plane.hub.observers == []

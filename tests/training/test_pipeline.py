@@ -101,6 +101,13 @@ def test_train_export_reload_on_synthetic_data(tmp_path, name):
     key = {"wine": "mae_scaled", "seizure": "roc_auc", "digit": "accuracy"}[name]
     assert f"{b.metrics['test'][key]:.4f}" in card
     assert f"{b.metrics['baseline']['test'][key]:.4f}" in card
+    # The drift reference profile of the training split is sealed in the bundle too.
+    from dlqr import drift
+
+    assert drift.REFERENCE_FILE in b.manifest["files"]
+    ref = drift.parse_reference(B.read_json(b.root / drift.REFERENCE_FILE))
+    assert ref.rows == b.manifest["split"]["sizes"]["train"]
+    assert ref.names == drift.profile_names(cards.get(name))
 
 
 @pytest.mark.slow

@@ -33,6 +33,9 @@ class Recipe:
     prepare: Callable[..., Any]
     #: ``(recorded test ids, dataset) -> (raw inputs in API units, natural-unit targets)``.
     test_rows: Callable[[list, Any], tuple[Any, Any]]
+    #: ``(test_split.json, dataset) -> raw training inputs in API units``: the rows neither in
+    #: the recorded test nor validation ids (``python -m training add-reference``).
+    train_rows: Callable[[Mapping[str, Any], Any], Any]
     #: Quality bar on the test split: {"metric": str | [str], "op": "<=" | ">=", "value": ...}.
     quality_bar: Mapping[str, Any]
     #: scikit-learn baseline: hyper-parameters and ``(seed, **params) -> estimator``.

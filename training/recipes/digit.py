@@ -66,6 +66,13 @@ def _test_rows(ids: list, ds: D.MnistData) -> tuple[np.ndarray, np.ndarray]:
     return ds.x_test.reshape(len(ds.x_test), -1)[idx], ds.y_test[idx]
 
 
+def _train_rows(split: dict, ds: D.MnistData) -> np.ndarray:
+    """Raw pixels of the training rows: train-images minus the recorded val ids (test is t10k)."""
+    keep = np.ones(len(ds.y_train), bool)
+    keep[np.asarray(split["val_ids"], dtype=np.int64)] = False
+    return ds.x_train.reshape(len(ds.x_train), -1)[keep]
+
+
 def _baseline(seed: int, **params):
     from sklearn.linear_model import LogisticRegression
 
@@ -78,6 +85,7 @@ RECIPE = Recipe(
     load=D.load_mnist,
     prepare=prepare,
     test_rows=_test_rows,
+    train_rows=_train_rows,
     quality_bar={"metric": "accuracy", "op": ">=", "value": 0.985},
     key_metrics=("accuracy",),
     golden_per_class=1,

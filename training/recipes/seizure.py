@@ -80,6 +80,12 @@ def _test_rows(ids: list, ds: D.SeizureData) -> tuple[np.ndarray, np.ndarray]:
     return ds.x[idx], ds.y[idx]
 
 
+def _train_rows(split: dict, ds: D.SeizureData) -> np.ndarray:
+    """Raw inputs of the training rows: every row neither in the recorded test nor val ids."""
+    held_out = set(split["test_ids"]) | set(split["val_ids"])
+    return ds.x[np.asarray([rid not in held_out for rid in ds.ids.tolist()])]
+
+
 def _baseline(seed: int, **params):
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -92,6 +98,7 @@ RECIPE = Recipe(
     load=D.load_seizure,
     prepare=prepare,
     test_rows=_test_rows,
+    train_rows=_train_rows,
     quality_bar={"metric": ["roc_auc", "accuracy"], "op": ">=", "value": [0.995, 0.98]},
     key_metrics=("roc_auc", "accuracy", "f1"),
     golden_per_class=2,
