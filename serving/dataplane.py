@@ -263,13 +263,18 @@ class ObserverHub:
                     batch.append(self._queue.get_nowait())
                 except Exception:  # Empty (the standard library's)
                     break
-            for obs in batch:
-                for observer in list(self.observers):
+            for observer in list(self.observers):
+                # An observer with observe_many takes the whole burst (one stacked model run for
+                # the shadow); the others get one observation at a time.
+                many = getattr(observer, "observe_many", None)
+                calls = [(many, batch)] if many is not None else [(observer, obs) for obs in batch]
+                for call, arg in calls:
                     try:
-                        observer(obs)
+                        call(arg)
                     except Exception:  # an observer's failure is its own; the service carries on
                         self.failed += 1
                         log.exception("observer %r failed", observer, extra={"event": "observer_failed"})
+            for _ in batch:
                 self._queue.task_done()
 
 

@@ -26,7 +26,8 @@ answered; both are versions the routing names, so the label set stays bounded):
 - ``dlqr_shadow_probability_difference``: histogram of |p_answer - p_shadow| (binary);
 - ``dlqr_shadow_absolute_difference``: histogram of |y_answer - y_shadow| in the model's units
   (regression);
-- ``dlqr_shadow_latency_seconds``: the shadow's scaling + network run per request.
+- ``dlqr_shadow_latency_seconds``: the shadow's scaling + network run, once per run (the sampled
+  requests of one burst of observations are stacked into one run).
 """
 
 from __future__ import annotations
@@ -81,16 +82,17 @@ class ShadowMetrics:
             labels, buckets=ABSOLUTE_BUCKETS, **reg,
         )  # fmt: skip
         self.latency = Histogram(
-            PREFIX + "shadow_latency_seconds", "The shadow version's scaling and network run per request.",
+            PREFIX + "shadow_latency_seconds", "The shadow version's scaling and network run, per (stacked) run.",
             labels, buckets=INFERENCE_BUCKETS, **reg,
         )  # fmt: skip
 
 
 def record(metrics: ShadowMetrics, labels: tuple[str, str, str], kind: str, measure: dict[str, np.ndarray],
-           seconds: float) -> None:  # fmt: skip
-    """Count one scored shadow request's disagreement (``measure``: :func:`traffic.disagreement`)."""
+           seconds: float, requests: int = 1) -> None:  # fmt: skip
+    """Count one shadow run's disagreement (``measure``: :func:`traffic.disagreement`) over the rows
+    of ``requests`` scored requests; ``seconds`` is the run's latency."""
     n = len(next(iter(measure.values())))
-    metrics.requests.labels(*labels, "scored").inc()
+    metrics.requests.labels(*labels, "scored").inc(requests)
     metrics.rows.labels(*labels).inc(n)
     metrics.latency.labels(*labels).observe(seconds)
     differs = measure.get("label_differs", measure.get("decision_flips"))
@@ -122,53 +124,68 @@ class ShadowScorer:
             plane.add_observer(self)
 
     def __call__(self, obs: Observation) -> None:
-        if obs.asked_version is not None or obs.door == "offline":
-            return
-        state = self.registry.states.get(obs.model)
-        routing = getattr(state, "routing", None)
-        version = traffic.shadow_sampled(routing, self.rng)
-        if version is None or version == obs.version:
-            return
-        labels = (obs.model, version, obs.version)
-        if self.busy():
-            self.metrics.requests.labels(*labels, "skipped_busy").inc()
-            return
-        shadow = state.versions.get(version)
-        primary = state.versions.get(obs.version)
-        if (
-            shadow is None
-            or shadow.model is None
-            or not shadow.ready
-            or primary is None
-            or primary.model is None
-        ):
-            self.metrics.requests.labels(*labels, "unavailable").inc()
-            return
-        model = shadow.model
+        self.observe_many([obs])
+
+    def observe_many(self, batch: list[Observation]) -> None:
+        """Score a burst of observations: the sampled rows of each (model, shadow, answering version)
+        are stacked into one ONNX Runtime run, which costs far less per row than a run per request."""
+        groups: dict[tuple[str, str, str], list[Observation]] = {}
+        models: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        for obs in batch:
+            if obs.asked_version is not None or obs.door == "offline":
+                continue
+            state = self.registry.states.get(obs.model)
+            routing = getattr(state, "routing", None)
+            version = traffic.shadow_sampled(routing, self.rng)
+            if version is None or version == obs.version:
+                continue
+            labels = (obs.model, version, obs.version)
+            if self.busy():
+                self.metrics.requests.labels(*labels, "skipped_busy").inc()
+                continue
+            shadow = state.versions.get(version)
+            primary = state.versions.get(obs.version)
+            if (
+                shadow is None
+                or shadow.model is None
+                or not shadow.ready
+                or primary is None
+                or primary.model is None
+            ):
+                self.metrics.requests.labels(*labels, "unavailable").inc()
+                continue
+            groups.setdefault(labels, []).append(obs)
+            models[labels] = (shadow.model, primary.model)
+        for labels, group in groups.items():
+            self._score(labels, group, *models[labels])
+
+    def _score(
+        self, labels: tuple[str, str, str], group: list[Observation], model: Any, primary: Any
+    ) -> None:
         try:
+            rows = group[0].rows if len(group) == 1 else np.concatenate([o.rows for o in group])
+            answered = group[0].outputs if len(group) == 1 else np.concatenate([o.outputs for o in group])
             t0 = time.perf_counter()
             # model.forward, not the data plane's runner: this is another thread, and a runner may
             # batch across the worker's greenlets.
-            out = np.asarray(model.forward(model.model_input(obs.rows)), dtype=np.float64)
+            out = np.asarray(model.forward(model.model_input(rows)), dtype=np.float64)
             seconds = time.perf_counter() - t0
-            if out.shape != obs.outputs.shape or not np.isfinite(out).all():
-                raise ValueError(
-                    f"shadow output of shape {out.shape} is not finite or not {obs.outputs.shape}"
-                )
+            if out.shape != answered.shape or not np.isfinite(out).all():
+                raise ValueError(f"shadow output of shape {out.shape} is not finite or not {answered.shape}")
             kind = model.card.task.kind
-            prep = dict(primary.model.prep)
+            prep = dict(primary.prep)
             if kind == "binary":
                 prep["shadow_threshold"] = model.prep["threshold"]["value"]
             elif kind == "regression":
                 prep["shadow_target_scaler"] = model.prep["target_scaler"]
-            measure = traffic.disagreement(kind, obs.outputs, out, prep)
+            measure = traffic.disagreement(kind, answered, out, prep)
         except Exception as exc:  # the shadow's failure is its own: counted and logged, never answered
-            self.metrics.requests.labels(*labels, "failed").inc()
-            log.warning("shadow %s of %s failed: %s: %s", version, obs.model, type(exc).__name__, exc,
-                        extra={"event": "shadow_failed", "model": obs.model, "version": version,
-                               "request_id": obs.request_id})  # fmt: skip
+            self.metrics.requests.labels(*labels, "failed").inc(len(group))
+            log.warning("shadow %s of %s failed: %s: %s", labels[1], labels[0], type(exc).__name__, exc,
+                        extra={"event": "shadow_failed", "model": labels[0], "version": labels[1],
+                               "request_ids": [o.request_id for o in group]})  # fmt: skip
             return
-        record(self.metrics, labels, kind, measure, seconds)
+        record(self.metrics, labels, kind, measure, seconds, requests=len(group))
 
 
 __all__ = ["ShadowMetrics", "ShadowScorer", "record"]

@@ -147,7 +147,8 @@ def test_shadow_disagreement_on_the_same_network_at_another_threshold(seizure_pa
     assert metric(client, "dlqr_shadow_disagreements_total", **labels) == flips
     # the same network: every probability difference is 0 (the first bucket holds them all)
     assert metric(client, "dlqr_shadow_probability_difference_bucket", le="0.001", **labels) == len(instances)
-    assert metric(client, "dlqr_shadow_latency_seconds_count", **labels) == len(instances)
+    # one latency per shadow run: the requests of one burst of observations share a stacked run
+    assert 1 <= metric(client, "dlqr_shadow_latency_seconds_count", **labels) <= len(instances)
     # a named version is not shadowed
     client.post("/predict/seizure?version=1", json=instances[0])
     app.extensions["dlqr"].plane.hub.join()
@@ -188,3 +189,27 @@ def test_no_shadow_in_the_routing_publishes_no_observation(wine_repo, make_app, 
     app = make_app(ARTIFACTS_DIR=wine_repo, MODELS=("wine",), MONITOR_ENABLED=False)
     assert _post(app.test_client(), golden).status_code == 200
     assert app.extensions["dlqr"].plane.hub.observers == []
+
+
+def test_a_burst_of_observations_is_scored_in_one_stacked_run(seizure_pair, make_app, golden):
+    app = _seizure_app(make_app, seizure_pair)
+    client = app.test_client()
+    instances = [g["input"] for g in golden["seizure"]]
+    hub = app.extensions["dlqr"].plane.hub
+    scorer = next(o for o in hub.observers if isinstance(o, shadow.ShadowScorer))
+    shadow_model = app.extensions["dlqr"].registry.states["seizure"].versions["2"].model
+    runs = []
+    forward = shadow_model.forward
+    shadow_model.forward = lambda x: runs.append(len(x)) or forward(x)
+    hub.observers.remove(scorer)  # collect the observations, then hand them over as one burst
+    seen = []
+    hub.add(seen.append)
+    for inst in instances:
+        assert client.post("/predict/seizure", json=inst).status_code == 200
+    hub.join()
+    scorer.observe_many([o for o in seen if o.model == "seizure"])
+    assert runs == [len(instances)]  # one run over every request's rows
+    labels = {"model": "seizure", "version": "2", "against": "1"}
+    assert metric(client, "dlqr_shadow_requests_total", outcome="scored", **labels) == len(instances)
+    assert metric(client, "dlqr_shadow_rows_total", **labels) == len(instances)
+    assert metric(client, "dlqr_shadow_latency_seconds_count", **labels) == 1
