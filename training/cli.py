@@ -27,6 +27,15 @@ def _add_verbose(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_bundle_args(p: argparse.ArgumentParser) -> None:
+    """The arguments of a command that re-seals existing bundles from the data."""
+    p.add_argument(
+        "bundles", type=Path, nargs="+", help="bundle directories, e.g. artifacts/wine/2026.11.27.002728"
+    )
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--cache-dir", type=Path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m training",
@@ -146,11 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is available), then re-seal the manifest. For bundles trained where ONNX export was impossible "
         "(e.g. on the JAX backend without TensorFlow).",
     )
-    ao.add_argument(
-        "bundles", type=Path, nargs="+", help="bundle directories, e.g. artifacts/wine/2026.11.27.002728"
-    )
-    ao.add_argument("--data-dir", type=Path)
-    ao.add_argument("--cache-dir", type=Path)
+    _add_bundle_args(ao)
     ao.add_argument(
         "--golden-only", action="store_true", help="check on the golden pairs only (no dataset needed)"
     )
@@ -163,11 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "recorded test nor validation ids) and the outputs of its model.onnx on them, write "
         "reference.json and re-seal the manifest. Every other file keeps its bytes.",
     )
-    ar.add_argument(
-        "bundles", type=Path, nargs="+", help="bundle directories, e.g. artifacts/wine/2026.11.27.002728"
-    )
-    ar.add_argument("--data-dir", type=Path)
-    ar.add_argument("--cache-dir", type=Path)
+    _add_bundle_args(ar)
     return ap
 
 
